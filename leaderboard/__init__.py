@@ -1,0 +1,1 @@
+"""Results and leaderboard schemas and builders (installed as ``radbench.leaderboard``)."""

@@ -1,0 +1,1 @@
+"""Metrics (installed as ``radbench.metrics``): per-sample values, one aggregation path, recorded configs."""

@@ -1,0 +1,55 @@
+"""The metric interface: per-sample values first, one aggregation path for every metric.
+
+A metric scores each (prediction, reference) pair once and returns, per sample, the values of its
+metric ids plus any sufficient statistics its aggregate needs (corpus BLEU is not a mean of sentence
+BLEU, so BLEU keeps its n-gram counts). :meth:`Metric.aggregate` turns any subset of those per-sample
+records into one number; the bootstrap in :mod:`radbench.stats` calls it on resampled subsets, so the
+confidence interval is always of the quantity actually reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """What a metric sees of one sample: never the model or the prompt."""
+
+    id: str
+    prediction: str
+    references: tuple[str, ...]
+    options: tuple[str, ...] = ()
+    answer_type: str = "open"
+    question: str = ""
+
+
+class Metric:
+    """Base class. Subclasses set ``group``, ``ids`` and ``version`` and implement :meth:`score`."""
+
+    group: str = ""
+    ids: tuple[str, ...] = ()
+    version: str = "1"
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes this metric's numbers; recorded next to every value it produces."""
+        return {"version": self.version}
+
+    def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
+        """Per-sample records: ``{metric_id: value, ...}`` (``None`` where undefined) plus statistics."""
+        raise NotImplementedError
+
+    def aggregate(self, metric_id: str, records: Sequence[dict[str, Any]]) -> float | None:
+        """Default: the mean of the defined per-sample values (``None`` if none is defined)."""
+        values = [r[metric_id] for r in records if r.get(metric_id) is not None]
+        return float(np.mean(values)) if values else None
+
+    def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], draws: np.ndarray) -> np.ndarray:
+        """Aggregates over many resamples at once (``draws``: index rows). Vectorised for means."""
+        values = np.array([np.nan if r.get(metric_id) is None else float(r[metric_id]) for r in records])
+        picked = values[draws]
+        with np.errstate(invalid="ignore"):
+            return np.nanmean(picked, axis=1) if np.isnan(values).any() else picked.mean(axis=1)

@@ -1,0 +1,1 @@
+"""Model adapters (installed as ``radbench.models``); each family in its own file, loaded lazily."""

@@ -1,0 +1,134 @@
+"""Lazy plugin registry for models, tasks, datasets and metrics.
+
+Built-in entries are ``"module:attr"`` strings, imported only when used, so ``radbench --help`` and
+``radbench list`` never import torch. Third-party packages add entries through the Python entry
+point groups ``radbench.models``, ``radbench.tasks``, ``radbench.datasets`` and ``radbench.metrics``
+(one line in their packaging metadata, no edit to radbench). A name of the form ``pkg.module:attr``
+is also accepted wherever a registered name is, for code that is not packaged at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from radbench.errors import UsageError
+
+KINDS = ("models", "tasks", "datasets", "metrics")
+
+BUILTIN: dict[str, dict[str, str]] = {
+    "models": {
+        "radfm": "radbench.models.radfm:RadFMAdapter",
+        "medflamingo": "radbench.models.flamingo:MedFlamingoAdapter",
+        "openflamingo": "radbench.models.flamingo:OpenFlamingoAdapter",
+        "llava-med": "radbench.models.llava_med:LlavaMedAdapter",
+        "medvint": "radbench.models.medvint:MedVInTAdapter",
+        "majority": "radbench.models.baselines:MajorityAdapter",
+        "retrieval": "radbench.models.baselines:RetrievalAdapter",
+    },
+    "tasks": {
+        "vqa": "radbench.tasks.vqa:VQATask",
+        "report": "radbench.tasks.report:ReportTask",
+        "rationale": "radbench.tasks.rationale:RationaleTask",
+        "diagnosis": "radbench.tasks.diagnosis:DiagnosisTask",
+    },
+    "datasets": {
+        "demo": "radbench.tasks.demo:DemoDataset",
+    },
+    "metrics": {
+        "bleu": "radbench.metrics.bleu:Bleu",
+        "rouge": "radbench.metrics.rouge:Rouge",
+        "accuracy": "radbench.metrics.accuracy:Accuracy",
+    },
+}
+
+# A metric object can produce several metric ids (one BLEU pass gives bleu1..bleu4); users name ids.
+METRIC_IDS: dict[str, str] = {
+    "bleu1": "bleu",
+    "bleu2": "bleu",
+    "bleu3": "bleu",
+    "bleu4": "bleu",
+    "rouge1": "rouge",
+    "rouge2": "rouge",
+    "rougeL": "rouge",
+    "accuracy": "accuracy",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str
+    source: str  # "builtin" or the distribution that declared the entry point
+
+    def load(self) -> Any:
+        return load_target(self.target, f"{self.name!r}")
+
+
+def load_target(target: str, what: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise UsageError(f"{what}: expected 'package.module:attribute', got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise UsageError(f"{what}: cannot import module {module_name!r}") from exc
+        raise UsageError(
+            f"{what}: module {module_name!r} needs the package {exc.name!r}, which is not installed"
+        ) from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise UsageError(f"{what}: module {module_name!r} has no attribute {attr!r}") from exc
+
+
+def entries(kind: str) -> dict[str, Entry]:
+    """All entries of one kind, built-ins first; a plugin cannot silently replace a built-in."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown registry kind {kind!r}; choose from {', '.join(KINDS)}")
+    found = {name: Entry(name, target, "builtin") for name, target in BUILTIN[kind].items()}
+    for ep in entry_points(group=f"radbench.{kind}"):
+        if ep.name in found and found[ep.name].target != ep.value:
+            continue
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        found.setdefault(ep.name, Entry(ep.name, ep.value, dist))
+    return found
+
+
+def names(kind: str) -> list[str]:
+    if kind == "metrics":
+        return sorted(set(METRIC_IDS) | set(metric_plugin_ids()), key=_metric_order)
+    return sorted(entries(kind))
+
+
+def metric_plugin_ids() -> list[str]:
+    """Metric ids added by plugins: each plugin metric's entry name is its id."""
+    return [n for n, e in entries("metrics").items() if e.source != "builtin"]
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    ordered = list(METRIC_IDS)
+    return (ordered.index(name), name) if name in ordered else (len(ordered), name)
+
+
+def get(kind: str, name: str) -> Any:
+    """Load the object registered under ``name``, or a ``module:attr`` reference given directly."""
+    table = entries(kind)
+    if name in table:
+        return table[name].load()
+    if ":" in name:
+        return load_target(name, f"{kind[:-1]} {name!r}")
+    singular = kind[:-1]
+    raise UsageError(f"unknown {singular} {name!r}; available: {', '.join(names(kind))}")
+
+
+def metric_group(metric_id: str) -> str:
+    """The registry entry that computes ``metric_id`` (``bleu4`` -> ``bleu``)."""
+    if metric_id in METRIC_IDS:
+        return METRIC_IDS[metric_id]
+    if metric_id in entries("metrics"):
+        return metric_id
+    raise UsageError(f"unknown metric {metric_id!r}; available: {', '.join(names('metrics'))}")

@@ -1,0 +1,119 @@
+"""``radbench score``: score predictions that another tool produced.
+
+Two input formats:
+
+* JSONL, one object per line with ``id``, ``prediction``, ``reference`` (a string or a list of
+  strings), and optionally ``dataset`` (used as the subset for per-dataset breakdowns),
+  ``study_id`` / ``patient_id`` (bootstrap clusters), ``options`` and ``question``.
+* The CSV RadFM's ``src/test.py`` writes: columns ``Question``, ``Ground Truth``, ``Pred``,
+  ``belong_to``, each cell a Python list literal such as ``"['No pneumothorax.']"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from radbench import results, scoring
+from radbench.errors import UsageError
+from radbench.metrics.base import ScoreInput
+from radbench.runner import load_task
+from radbench.store import RESULTS, SCORES, read_jsonl, write_jsonl
+from radbench.types import stable_hash
+
+RADFM_COLUMNS = ("Question", "Ground Truth", "Pred", "belong_to")
+
+
+def _cell(path: Path, row: int, column: str, text: str) -> str:
+    """A RadFM CSV cell: a one-element list literal (as their DataLoader wrote it) or plain text."""
+    if not text.startswith("["):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise UsageError(f"{path}: row {row}, column {column!r}: not a Python list literal: {text[:60]!r}") from None
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
+        raise UsageError(f"{path}: row {row}, column {column!r}: expected a one-string list, got {text[:60]!r}")
+    return value[0]
+
+
+def read_radfm_csv(path: Path) -> list[dict[str, Any]]:
+    from radbench.tasks.datasets.radfm_files import read_csv_rows
+
+    out = []
+    for row, r in read_csv_rows(path, RADFM_COLUMNS):
+        subset = _cell(path, row, "belong_to", r["belong_to"])
+        out.append(
+            {
+                "id": f"{subset}-{row:05d}",
+                "question": _cell(path, row, "Question", r["Question"]),
+                "reference": _cell(path, row, "Ground Truth", r["Ground Truth"]),
+                "prediction": _cell(path, row, "Pred", r["Pred"]),
+                "dataset": subset,
+            }
+        )
+    return out
+
+
+def read_prediction_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        records, torn = read_jsonl(path)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    if torn:
+        raise UsageError(f"{path}: the last line is incomplete (a crashed writer?); fix or remove it")
+    for number, rec in enumerate(records, start=1):
+        missing = [k for k in ("id", "prediction", "reference") if k not in rec]
+        if missing:
+            raise UsageError(f"{path}: record {number} lacks {', '.join(missing)}")
+    return records
+
+
+def score_file(path: Path, task_name: str, metrics: str | None, output: Path, seed: int) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    task = load_task(task_name)
+    metric_ids = scoring.parse_metric_list(metrics, task.default_metrics)
+    records = read_radfm_csv(path) if path.suffix.lower() == ".csv" else read_prediction_jsonl(path)
+    if not records:
+        raise UsageError(f"{path}: no predictions")
+    seen: set[str] = set()
+    scored = []
+    for rec in records:
+        sample_id = str(rec["id"])
+        if sample_id in seen:
+            raise UsageError(f"{path}: duplicate id {sample_id!r}")
+        seen.add(sample_id)
+        refs = rec["reference"] if isinstance(rec["reference"], list) else [rec["reference"]]
+        options = tuple(rec.get("options") or ())
+        answer_type = "closed" if options or str(refs[0]).strip().lower() in ("yes", "no") else "open"
+        item = ScoreInput(sample_id, str(rec["prediction"] or ""), tuple(str(r) for r in refs), options, answer_type,
+                          str(rec.get("question", "")))
+        cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
+        scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
+    report = scoring.score(scored, metric_ids, seed=seed)
+    output.mkdir(parents=True, exist_ok=True)
+    write_jsonl(output / SCORES, report.records)
+    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    provenance = {
+        "task": task.describe(),
+        "dataset": {"name": f"external:{path.name}", "split": "test",
+                    "manifest_hash": stable_hash([[s.item.id, list(s.item.references)] for s in scored]),
+                    "is_demo": False, "limit": None},
+        "model": {"name": "external", "version": "n/a", "fingerprint": f"predictions-sha256:{file_hash}"},
+        "n_samples": len(scored),
+        "seed": seed,
+        "shots": 0,
+        "gen_kwargs": {},
+        "prompt_hash": stable_hash([s.item.question for s in scored]),
+        "source": {"path": str(path), "format": "radfm-csv" if path.suffix.lower() == ".csv" else "jsonl"},
+    }
+    failures = {"count": 0, "policy": "scored as given; empty predictions score 0", "samples": {}}
+    out = results.build(report, provenance, failures, {})
+    results.write(output / RESULTS, out)
+    return out
+
+
+

@@ -1,0 +1,123 @@
+"""From predictions to per-sample scores and aggregates with confidence intervals.
+
+One path for every metric: each metric scores every sample once (``scores.jsonl`` keeps the
+values), then :meth:`Metric.aggregate` gives the reported number and the cluster bootstrap re-applies
+the same aggregate to resamples for its interval. ``radbench run`` and ``radbench score`` both call
+:func:`score`, so a rescore of old predictions gives exactly what the run reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from radbench import registry
+from radbench.errors import UsageError
+from radbench.metrics.base import Metric, ScoreInput
+from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, apply_draws, cluster_draws, percentile_ci
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One sample as scoring sees it: the metric input plus what grouping and resampling need."""
+
+    item: ScoreInput
+    subset: str = ""
+    cluster: str = ""
+    failed: bool = False
+
+
+@dataclass
+class ScoreReport:
+    records: list[dict[str, Any]]
+    metrics: dict[str, dict[str, Any]]
+    subsets: dict[str, dict[str, dict[str, Any]]]
+    configs: dict[str, dict[str, Any]]
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_metrics(metric_ids: Sequence[str]) -> dict[str, Metric]:
+    """Metric objects by group for the requested ids (validated before any model is loaded)."""
+    groups: dict[str, Metric] = {}
+    for metric_id in metric_ids:
+        group = registry.metric_group(metric_id)
+        if group not in groups:
+            metric_cls = registry.get("metrics", group)
+            groups[group] = metric_cls()
+            if metric_id not in groups[group].ids:
+                raise UsageError(f"metric {metric_id!r}: registered metric {group!r} does not produce it")
+    return groups
+
+
+def parse_metric_list(text: str | None, default: Sequence[str]) -> list[str]:
+    if not text:
+        return list(default)
+    ids = [m.strip() for m in text.split(",") if m.strip()]
+    for metric_id in ids:
+        registry.metric_group(metric_id)
+    return ids
+
+
+def _summarise(
+    metric_ids: Sequence[str],
+    groups: dict[str, Metric],
+    records: list[dict[str, Any]],
+    clusters: list[str],
+    seed: int,
+    iterations: int,
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if not records:
+        return {m: {"value": None, "ci_low": None, "ci_high": None, "n": 0} for m in metric_ids}
+    draws = cluster_draws(clusters, iterations, seed)
+    for metric_id in metric_ids:
+        metric = groups[registry.metric_group(metric_id)]
+        value = metric.aggregate(metric_id, records)
+        samples = apply_draws(
+            lambda subset, m=metric, i=metric_id: m.aggregate(i, subset),
+            lambda d, m=metric, i=metric_id: m.aggregate_many(i, records, d),
+            records,
+            draws,
+        )
+        low, high = percentile_ci(samples)
+        n = sum(1 for r in records if r.get(metric_id) is not None)
+        out[metric_id] = {"value": value, "ci_low": low, "ci_high": high, "n": n}
+    return out
+
+
+def score(
+    samples: Sequence[Scored],
+    metric_ids: Sequence[str],
+    seed: int = 0,
+    iterations: int = DEFAULT_ITERATIONS,
+) -> ScoreReport:
+    groups = resolve_metrics(metric_ids)
+    items = [s.item for s in samples]
+    records: list[dict[str, Any]] = [{"id": s.item.id, "subset": s.subset} for s in samples]
+    for group, metric in groups.items():
+        for record, values in zip(records, metric.score(items)):
+            record.update({k: v for k, v in values.items() if k in metric.ids or k.startswith("_")})
+    for record, s in zip(records, samples):
+        if s.failed:
+            record["failed"] = True
+    clusters = [s.cluster or s.item.id for s in samples]
+    metrics = _summarise(metric_ids, groups, records, clusters, seed, iterations)
+    subsets: dict[str, dict[str, dict[str, Any]]] = {}
+    names = sorted({s.subset for s in samples if s.subset})
+    if len(names) > 1:
+        for name in names:
+            idx = [i for i, s in enumerate(samples) if s.subset == name]
+            subsets[name] = _summarise(
+                metric_ids, groups, [records[i] for i in idx], [clusters[i] for i in idx], seed, iterations
+            )
+    configs = {group: {"ids": list(m.ids), **m.config()} for group, m in groups.items()}
+    cluster_unit = "sample" if len(set(clusters)) == len(clusters) else "patient/study"
+    bootstrap = {"iterations": iterations, "level": DEFAULT_LEVEL, "seed": seed, "cluster": cluster_unit,
+                 "method": "percentile"}
+    return ScoreReport(records, metrics, subsets, configs, bootstrap)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)

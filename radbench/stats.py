@@ -1,0 +1,68 @@
+"""Bootstrap confidence intervals over per-sample records, clustered by patient or study.
+
+Several questions about one study are not independent, so the bootstrap resamples clusters (patient
+id, else study id, else the sample itself) and re-applies the metric's own aggregate to each
+resample: the interval is of the number actually reported (corpus BLEU included), not of a proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+DEFAULT_ITERATIONS = 1000
+DEFAULT_LEVEL = 0.95
+
+
+def cluster_draws(clusters: Sequence[str], iterations: int, seed: int) -> np.ndarray:
+    """Row indices of ``iterations`` cluster-bootstrap resamples, one resample per row.
+
+    Each resample draws as many clusters as there are, with replacement, and takes all rows of each
+    drawn cluster. Without repeated clusters every resample has ``n`` rows; with them, sizes vary and
+    shorter resamples are padded with ``-1`` (see :func:`apply_draws`).
+    """
+    rng = np.random.default_rng(seed)
+    labels, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    n_clusters = len(labels)
+    if n_clusters == len(clusters):
+        return rng.integers(0, len(clusters), size=(iterations, len(clusters)))
+    members = [np.flatnonzero(inverse == c) for c in range(n_clusters)]
+    picks = rng.integers(0, n_clusters, size=(iterations, n_clusters))
+    rows = [np.concatenate([members[c] for c in pick]) for pick in picks]
+    return _pad(rows)
+
+
+def _pad(rows: list[np.ndarray]) -> np.ndarray:
+    """Stack ragged resamples into one matrix, padding with ``-1``."""
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def apply_draws(
+    aggregate: Callable[[Sequence[dict[str, Any]]], float | None],
+    aggregate_many: Callable[[np.ndarray], np.ndarray] | None,
+    records: Sequence[dict[str, Any]],
+    draws: np.ndarray,
+) -> np.ndarray:
+    """The statistic on every resample; vectorised when draws are rectangular (no cluster padding)."""
+    if aggregate_many is not None and (draws >= 0).all():
+        return np.asarray(aggregate_many(draws), dtype=float)
+    values = []
+    for row in draws:
+        subset = [records[i] for i in row if i >= 0]
+        value = aggregate(subset)
+        values.append(np.nan if value is None else value)
+    return np.asarray(values, dtype=float)
+
+
+def percentile_ci(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float | None, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    alpha = (1 - level) / 2
+    low, high = np.quantile(finite, [alpha, 1 - alpha])
+    return float(low), float(high)

@@ -1,0 +1,184 @@
+"""The run directory: an append-only prediction log, a lock, and atomic writes.
+
+``predictions.jsonl`` is the source of truth of a run. Each record is keyed by content (sample id,
+prompt hash, model fingerprint, generation settings), never by process rank or position, so a run
+resumes after a crash, on another machine or with another world size, and generates nothing twice.
+Every other file in the directory (``scores.jsonl``, ``results.json``) is derived from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from radbench.errors import UsageError
+from radbench.types import Prediction, stable_hash
+
+PREDICTIONS = "predictions.jsonl"
+SCORES = "scores.jsonl"
+RESULTS = "results.json"
+LOCK = ".radbench.lock"
+
+
+def prediction_key(sample_id: str, prompt_hash: str, model_fingerprint: str, gen_kwargs: dict[str, Any]) -> str:
+    return stable_hash([sample_id, prompt_hash, model_fingerprint, gen_kwargs])
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL file and the number of torn trailing lines dropped.
+
+    Only the last line may be torn (a crash mid-append); it is dropped, never half-parsed. A bad line
+    anywhere else means the file was edited or corrupted, which is an error naming the line.
+    """
+    if not path.exists():
+        return [], 0
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records: list[dict[str, Any]] = []
+    torn = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        is_last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+        complete = number < len(lines)  # a line followed by "\n" was fully written
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            if is_last and not complete:
+                torn += 1
+                continue
+            raise UsageError(f"{path}: line {number} is not a JSON object ({exc})") from exc
+        if not complete:
+            torn += 1  # parsed, but its newline never landed: treat as torn and regenerate
+            continue
+        records.append(record)
+    return records, torn
+
+
+class RunLock:
+    """One writer per run directory; a lock left by a dead process on this host is taken over."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and self._alive(holder):
+                    raise UsageError(
+                        f"{self.path.parent}: in use by another radbench process "
+                        f"(pid {holder.get('pid')} on {holder.get('host')}); wait for it or use another --output"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return
+        raise UsageError(f"{self.path}: could not take the run lock")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _alive(holder: dict[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot check a process on another host: assume it is alive
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except (ProcessLookupError, ValueError, KeyError, TypeError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+class PredictionStore:
+    """Append-only ``predictions.jsonl`` with per-batch fsync and resume by content key."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / PREDICTIONS
+        self.records: dict[str, dict[str, Any]] = {}
+        self.torn_lines = 0
+        self.lines = 0
+
+    def load(self) -> None:
+        records, self.torn_lines = read_jsonl(self.path)
+        self.lines = len(records)
+        for record in records:
+            if "key" not in record or "id" not in record:
+                raise UsageError(f"{self.path}: a record lacks 'key' or 'id'; not a radbench predictions file")
+            # A failed sample is retried on resume; the latest successful record wins.
+            if record.get("error") is None or record["key"] not in self.records:
+                self.records[record["key"]] = record
+        if self.torn_lines:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the log with one record per key (dropping a torn tail or superseded failures).
+
+        The rewrite is atomic, so a crash here leaves either the old log or the new one.
+        """
+        if self.lines != len(self.records) or self.torn_lines:
+            write_jsonl(self.path, self.records.values())
+            self.lines, self.torn_lines = len(self.records), 0
+
+    def done(self, key: str) -> bool:
+        record = self.records.get(key)
+        return record is not None and record.get("error") is None
+
+    def append(self, predictions: list[Prediction]) -> None:
+        if not predictions:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = "".join(json.dumps(p.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for p in predictions)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for p in predictions:
+            self.records[p.key] = p.to_json()
+        self.lines += len(predictions)

@@ -1,0 +1,1 @@
+"""Tasks, dataset readers and prompts (installed as ``radbench.tasks``)."""

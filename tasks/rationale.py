@@ -1,0 +1,24 @@
+"""Rationale diagnosis: name the disease and give the radiographic features that support it.
+
+The reference follows RadFM's construction: the case's article text, then "The Radiographic
+features can be summarized as follows.", then the feature list.
+"""
+
+from __future__ import annotations
+
+from radbench.tasks.base import Task
+from radbench.types import Sample
+
+RATIONALE_PROMPT = "What disease do these images show, and which radiographic features support the diagnosis?"
+
+
+class RationaleTask(Task):
+    name = "rationale"
+    version = "1"
+    description = "Rationale diagnosis: the diagnosis and its radiographic features"
+    default_dataset = "radbench"
+    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL")
+    default_gen_kwargs = {"max_new_tokens": 200}
+
+    def question(self, sample: Sample) -> str:
+        return sample.question or RATIONALE_PROMPT
