@@ -1,0 +1,31 @@
+# Two commands for a fresh clone: `make demo` and `make test`. `make install` is the shared,
+# idempotent step: it re-runs only when setup.cfg or pyproject.toml change.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On machines without a torch in the venv, install the CPU wheel 2.13.0 (an unpinned torch pulls a
+# multi-GB CUDA build). GPU users: install your own torch into .venv first, or `make install TORCH_SPEC=`.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+		$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install --quiet -e '.[models,test]'
+	touch $@
+
+demo: install
+	$(BIN)/radbench demo --output runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
