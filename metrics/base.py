@@ -9,7 +9,7 @@ confidence interval is always of the quantity actually reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +25,10 @@ class ScoreInput:
     options: tuple[str, ...] = ()
     answer_type: str = "open"
     question: str = ""
+    subset: str = ""
+    # Structured parts of the reference a task-specific metric may need (rationale: ``title``,
+    # ``features``, ``articles``); plain text metrics ignore it.
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 class Metric:

@@ -90,7 +90,7 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
         options = tuple(rec.get("options") or ())
         answer_type = "closed" if options or str(refs[0]).strip().lower() in ("yes", "no") else "open"
         item = ScoreInput(sample_id, str(rec["prediction"] or ""), tuple(str(r) for r in refs), options, answer_type,
-                          str(rec.get("question", "")))
+                          str(rec.get("question", "")), str(rec.get("dataset") or ""), dict(rec.get("metadata") or {}))
         cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
         scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
     report = scoring.score(scored, metric_ids, seed=seed)

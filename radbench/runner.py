@@ -167,7 +167,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         scored = [
             scoring.Scored(
                 ScoreInput(s.id, rec["prediction"] if rec.get("error") is None else "", s.references, s.options,
-                           s.answer_type, s.question),
+                           s.answer_type, s.question, s.subset, s.metadata),
                 subset=s.subset, cluster=s.cluster_id, failed=rec.get("error") is not None,
             )
             for s, rec in zip(samples, records)

@@ -201,7 +201,8 @@ def article_json(path: Path, root: str | None, dataset: str, subset: str, split:
         out.append(
             _sample(subset, split, row, dataset=dataset, task=task, context=f"{case['pat']} {case['pre']}".strip(),
                     references=(reference,), images=_scan_refs(case["npy_path"], root), study_id=case["npy_path"],
-                    metadata={"title": case.get("title", "")})
+                    metadata={"title": case.get("title", ""), "features": list(case.get("radiographic_features", [])),
+                              "articles": list(case.get("articles", []))})
         )
     return out
 
