@@ -45,11 +45,11 @@ def load_task(name: str, gen_kwargs: dict[str, Any] | None = None) -> Task:
     return task_cls(gen_kwargs=dict(gen_kwargs or {}))
 
 
-def load_adapter(name: str, model_args: dict[str, str]) -> Adapter:
+def adapter_class(name: str) -> type[Adapter]:
     adapter_cls = registry.get("models", name)
     if not (isinstance(adapter_cls, type) and issubclass(adapter_cls, Adapter)):
         raise UsageError(f"model {name!r} is not a radbench Adapter subclass")
-    return adapter_cls.from_args(**model_args)
+    return adapter_cls
 
 
 def manifest_hash(samples: Sequence[Sample]) -> str:
@@ -101,6 +101,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     if config.batch_size is not None and config.batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {config.batch_size}")
     task = load_task(config.task, config.gen_kwargs)
+    adapter_cls = adapter_class(config.model)
     dataset_name = config.dataset or task.default_dataset
     dataset = registry.get("datasets", dataset_name)()
     if task.name not in dataset.tasks:
@@ -121,7 +122,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         raise UsageError(f"dataset {dataset_name!r}: duplicate sample id {duplicated[0]!r}")
 
     # 2. The model, and the exemplar split if few-shot prompts or a baseline need it.
-    adapter = load_adapter(config.model, model_args)
+    adapter = adapter_cls.from_args(**model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
     pool = dataset.load(task.name, "train", config.data_root) if wants_pool else []
     if wants_pool:

@@ -1,0 +1,43 @@
+"""Test adapters, loaded with ``--model tests.support.adapters:NAME`` (the module:Class form)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+from radbench.errors import SampleError, UsageError
+from radbench.models.base import Adapter
+from radbench.types import Request, stable_hash
+
+
+class EchoAdapter(Adapter):
+    """Answers with the query's last word, after an optional delay per request (for kill tests)."""
+
+    name = "echo"
+    version = "1"
+    max_batch_size = 4
+
+    def __init__(self, delay: float = 0.0, fail_on: str = "") -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> Adapter:
+        unknown = set(model_args) - {"delay", "fail_on"}
+        if unknown:
+            raise UsageError(f"echo: unknown --model-args {sorted(unknown)}")
+        return cls(float(model_args.get("delay", 0)), model_args.get("fail_on", ""))
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        out = []
+        for req in requests:
+            if self.fail_on and req.sample_id == self.fail_on and not os.environ.get("ECHO_HEALED"):
+                raise SampleError(f"image for {req.sample_id}: unreadable (injected)")
+            time.sleep(self.delay)
+            words = req.query.text("").split()
+            out.append(words[-1] if words else "")
+        return out
+
+    def fingerprint(self) -> str:
+        return stable_hash(["echo", self.fail_on])

@@ -1,0 +1,152 @@
+"""End-to-end runs on the demo: the three files, resume, crash safety, failures, locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from radbench import results as results_mod
+from radbench.cli import main
+from radbench.store import LOCK, PREDICTIONS, RESULTS, SCORES, read_jsonl
+from tests.conftest import TESTS
+
+ROOT = TESTS.parent
+TEXT_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL")
+
+
+def run(out: Path, *extra: str, model: str = "retrieval", task: str = "vqa") -> dict:
+    code = main(["run", "--model", model, "--task", task, "--dataset", "demo", "--output", str(out), "--quiet", *extra])
+    assert code == 0
+    return json.loads((out / RESULTS).read_text())
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_run_writes_predictions_scores_and_results(tmp_path: Path) -> None:
+    res = run(tmp_path)
+    preds, scores = lines(tmp_path / PREDICTIONS), lines(tmp_path / SCORES)
+    assert len(preds) == len(scores) == res["n_samples"] > 30
+    assert {p["id"] for p in preds} == {s["id"] for s in scores}
+    for metric in TEXT_METRICS:
+        m = res["metrics"][metric]
+        assert 0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1
+        assert m["n"] == res["n_samples"]
+    record = preds[0]
+    for key in ("prompt", "prompt_hash", "images", "exemplar_ids", "gen_kwargs", "model_fingerprint", "seconds"):
+        assert key in record
+    assert all(len(img["sha256"]) == 64 for p in preds for img in p["images"])
+    assert res["model"]["name"] == "retrieval" and len(res["model"]["fingerprint"]) == 64
+    assert res["dataset"]["is_demo"] is True
+    assert res["task"]["name"] == "vqa" and res["task"]["version"]
+    results_mod.validate(res)
+
+
+def test_rerun_generates_nothing_and_gives_equal_results(tmp_path: Path) -> None:
+    first = run(tmp_path)
+    second = run(tmp_path)
+    assert second["timing"]["generated_now"] == 0
+    assert second["timing"]["resumed"] == first["n_samples"]
+    assert results_mod.comparable_view(first) == results_mod.comparable_view(second)
+    assert len(lines(tmp_path / PREDICTIONS)) == first["n_samples"]
+
+
+def test_baselines_give_different_real_scores(tmp_path: Path) -> None:
+    majority = run(tmp_path / "m", model="majority", task="diagnosis")
+    retrieval = run(tmp_path / "r", model="retrieval", task="diagnosis")
+    assert majority["metrics"]["accuracy"]["value"] != retrieval["metrics"]["accuracy"]["value"]
+    assert 0 < majority["metrics"]["accuracy"]["value"] < 1
+
+
+def _cli(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "radbench", "run", "--model", "tests.support.adapters:EchoAdapter", "--task", "vqa",
+           "--dataset", "demo", "--output", str(out), "--quiet", *extra]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    assert _cli(reference, "--batch-size", "2").wait(timeout=120) == 0
+    killed = tmp_path / "killed"
+    proc = _cli(killed, "--batch-size", "2", "--model-args", "delay=0.05")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        path = killed / PREDICTIONS
+        if path.exists() and len(path.read_bytes().splitlines()) >= 10:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    partial = len(read_jsonl(killed / PREDICTIONS)[0])
+    assert 10 <= partial < 63, "the kill must land mid-run"
+    assert (killed / LOCK).exists(), "a killed run leaves its lock behind"
+    resumed = _cli(killed, "--batch-size", "2", "--model-args", "delay=0.05")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+    final = lines(killed / PREDICTIONS)
+    ids = [p["id"] for p in final]
+    assert len(ids) == len(set(ids)) == 63
+    got = json.loads((killed / RESULTS).read_text())
+    want = json.loads((reference / RESULTS).read_text())
+    assert got["timing"]["resumed"] == partial
+    assert results_mod.comparable_view(got) == results_mod.comparable_view(want)
+    assert lines(killed / SCORES) == lines(reference / SCORES)
+
+
+def test_torn_last_line_is_dropped_and_regenerated(tmp_path: Path) -> None:
+    full = run(tmp_path)
+    path = tmp_path / PREDICTIONS
+    data = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(data[:-1]) + data[-1][: len(data[-1]) // 2])
+    again = run(tmp_path)
+    assert again["timing"]["generated_now"] == 1
+    assert results_mod.comparable_view(again) == results_mod.comparable_view(full)
+    assert len(lines(path)) == full["n_samples"]
+
+
+def test_sample_failure_is_recorded_counted_and_retried(tmp_path: Path) -> None:
+    bad = "demo-cxr-vqa-test-00002"
+    proc = _cli(tmp_path, "--model-args", f"fail_on={bad}")
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    res = json.loads((tmp_path / RESULTS).read_text())
+    assert res["failures"]["count"] == 1
+    assert bad in res["failures"]["samples"]
+    record = next(p for p in lines(tmp_path / PREDICTIONS) if p["id"] == bad)
+    assert record["error"] and record["prediction"] == ""
+    assert next(s for s in lines(tmp_path / SCORES) if s["id"] == bad)["failed"] is True
+    healed = _cli(tmp_path, "--model-args", f"fail_on={bad}", env={"ECHO_HEALED": "1"})
+    assert healed.wait(timeout=120) == 0
+    res = json.loads((tmp_path / RESULTS).read_text())
+    assert res["failures"]["count"] == 0 and res["timing"]["generated_now"] == 1
+    assert len(lines(tmp_path / PREDICTIONS)) == res["n_samples"]
+
+
+def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path: Path, capsys) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    code = main(["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"pid {os.getppid()}" in err and len(err.strip().splitlines()) == 1
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    run(tmp_path, model="majority")
+    assert not (tmp_path / LOCK).exists()
+
+
+@pytest.mark.parametrize("task", ["vqa", "report", "rationale", "diagnosis"])
+def test_every_demo_task_runs_few_shot(tmp_path: Path, task: str) -> None:
+    res = run(tmp_path, "--shots", "2", "--limit", "5", task=task)
+    preds = lines(tmp_path / PREDICTIONS)
+    assert res["shots"] == 2 and all(len(p["exemplar_ids"]) == 2 for p in preds)
+    assert all(not set(p["exemplar_ids"]) & {p["id"]} for p in preds)
+    assert all(e.split("-")[-2] == "train" for p in preds for e in p["exemplar_ids"])
