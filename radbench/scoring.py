@@ -95,14 +95,18 @@ def score(
 ) -> ScoreReport:
     groups = resolve_metrics(metric_ids)
     items = [s.item for s in samples]
-    records: list[dict[str, Any]] = [{"id": s.item.id, "subset": s.subset} for s in samples]
+    # ``cluster`` is kept per record so a later paired comparison (radbench compare) can resample
+    # patients or studies, not rows, without the dataset at hand.
+    records: list[dict[str, Any]] = [
+        {"id": s.item.id, "subset": s.subset, "cluster": s.cluster or s.item.id} for s in samples
+    ]
     for group, metric in groups.items():
         for record, values in zip(records, metric.score(items)):
             record.update({k: v for k, v in values.items() if k in metric.ids or k.startswith("_")})
     for record, s in zip(records, samples):
         if s.failed:
             record["failed"] = True
-    clusters = [s.cluster or s.item.id for s in samples]
+    clusters = [r["cluster"] for r in records]
     metrics = _summarise(metric_ids, groups, records, clusters, seed, iterations)
     subsets: dict[str, dict[str, dict[str, Any]]] = {}
     names = sorted({s.subset for s in samples if s.subset})
