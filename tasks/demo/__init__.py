@@ -8,6 +8,7 @@ say whether the harness works, not how good a model is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -50,13 +51,18 @@ def cache_dir() -> Path:
 
 
 def image_root() -> Path:
-    """The folder holding the rendered phantoms, rendered once (atomically) on first use."""
-    root = cache_dir() / f"demo-v{DEMO_VERSION}"
+    """The folder holding the rendered phantoms, rendered once (atomically) on first use.
+
+    The folder name carries a hash of the phantom specifications, so editing a case never reuses
+    stale renders.
+    """
+    spec_text = (FILES / "phantoms.json").read_text()
+    root = cache_dir() / f"demo-v{DEMO_VERSION}-{hashlib.sha256(spec_text.encode()).hexdigest()[:12]}"
     if (root / ".complete").exists():
         return root
     from radbench.tasks.demo.phantoms import GENERATORS
 
-    specs = json.loads((FILES / "phantoms.json").read_text())
+    specs = json.loads(spec_text)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
     try:

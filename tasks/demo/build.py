@@ -75,10 +75,9 @@ REAL_SCANS: list[tuple[str, str]] = [
     ("pkg:pydicom/CT_small.dcm", "test"),
     ("pkg:pydicom/MR_small.dcm", "test"),
     ("pkg:pydicom/examples_overlay.dcm", "test"),
-    ("pkg:nibabel/nicom/tests/data/decimal_rescale.dcm", "test"),
+    ("pkg:nibabel/nicom/tests/data/slicethickness_empty_string.dcm", "test"),
     ("pkg:pydicom/693_J2KI.dcm", "train"),
     ("pkg:nibabel/tests/data/0.dcm", "train"),
-    ("pkg:nibabel/nicom/tests/data/slicethickness_empty_string.dcm", "train"),
 ]
 REAL_VOLUMES: list[tuple[str, str]] = [("pkg:nibabel/tests/data/anatomical.nii", "test")]
 MODALITY_NAMES = {"CT": "CT", "MR": "MRI", "CR": "X-ray", "DX": "X-ray"}
@@ -217,7 +216,8 @@ def build() -> dict[str, str]:
             ("Lung nodule", bool(p.get("nodule"))),
         ):
             rows["binary"].append({"image_path": image, "disease": disease, "label": int(present)})
-        rows["modality"].append({"image_path": image, "answer": "X-ray"})
+        if int(case[3:]) % 3 == 1:  # a few radiographs, so the modality set is not mostly X-ray
+            rows["modality"].append({"image_path": image, "answer": "X-ray"})
     for case, split, prior, current in CXR_PAIRS:
         # PMC-CaseReport layout: figure files are {img_root}/{PMC_id}_{img_id}.jpg.
         for offset, (fig, params) in enumerate((("prior", prior), ("current", current))):
