@@ -1,0 +1,58 @@
+"""``radbench score`` reads predictions made elsewhere: radbench JSONL and RadFM's own CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from radbench import results as results_mod
+from radbench.cli import main
+from radbench.store import RESULTS, SCORES
+
+PAIRS = [
+    ("Mild cardiomegaly. Small bilateral pleural effusions.", "No pneumothorax. Mild cardiomegaly with bilateral pleural effusions.", "mimic"),
+    ("Lungs are clear.", "The lungs are clear. Heart size is normal.", "mimic"),
+    ("yes", "yes", "vqarad"),
+    ("", "Right pleural effusion with atelectasis.", "vqarad"),
+]
+
+
+def _score(path: Path, out: Path, task: str = "report") -> dict:
+    assert main(["score", str(path), "--task", task, "--output", str(out)]) == 0
+    return json.loads((out / RESULTS).read_text())
+
+
+def test_jsonl_and_radfm_csv_give_identical_scores(tmp_path: Path) -> None:
+    jsonl = tmp_path / "preds.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": f"{d}-{i + 1:05d}", "prediction": p, "reference": r, "dataset": d}) + "\n"
+                             for i, (p, r, d) in enumerate(PAIRS)))
+    radfm = tmp_path / "output_whole_2_epochcaption.csv"
+    with open(radfm, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Question", "Ground Truth", "Pred", "belong_to"])
+        for p, r, d in PAIRS:
+            writer.writerow([repr(["Please write a report for this scan<image>?"]), repr([r]), repr([p]), repr([d])])
+    from_jsonl = _score(jsonl, tmp_path / "a")
+    from_csv = _score(radfm, tmp_path / "b")
+    assert from_jsonl["metrics"] == from_csv["metrics"]
+    assert set(from_csv["subsets"]) == {"mimic", "vqarad"}
+    assert from_csv["source"]["format"] == "radfm-csv"
+    results_mod.validate(from_csv)
+    scores = [json.loads(line) for line in (tmp_path / "b" / SCORES).read_text().splitlines()]
+    assert len(scores) == 4 and scores[3]["rougeL"] == 0.0
+
+
+def test_score_reports_a_bad_cell_by_row_and_column(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text('Question,Ground Truth,Pred,belong_to\n"[\'q\']","[\'a\'","[\'b\']","[\'x\']"\n')
+    assert main(["score", str(bad), "--task", "report", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "Ground Truth" in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_jsonl_missing_field_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "1", "prediction": "x"}) + "\n")
+    assert main(["score", str(path), "--task", "vqa", "--output", str(tmp_path / "o")]) == 2
+    assert "record 1 lacks reference" in capsys.readouterr().err
