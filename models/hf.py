@@ -1,0 +1,508 @@
+"""Torch and transformers helpers the released-checkpoint adapters share.
+
+Why these exist instead of ``from_pretrained`` + ``generate``:
+
+* The released checkpoints (RadFM, Flamingo, MedVInT, LLaVA-Med) are raw state dicts whose key
+  layout is the authors' own; an adapter builds the architecture from a config and fills it with
+  :func:`load_checked`, which reports wrong keys by name (a 500-line dump helps nobody) and drops
+  only the stale keys each adapter documents.
+* Loading never unpickles code: :func:`load_state_dict` reads safetensors, or ``torch.load`` with
+  ``weights_only=True`` (and ``mmap`` so a 52 GB file is not read into RAM at once).
+* :func:`greedy_generate` is one explicit left-padded greedy loop over a ``step`` function, so
+  models that must re-condition every step (Flamingo's media locations) and models fed
+  ``inputs_embeds`` (RadFM, MedVInT) share the same, batch-invariant decoding.
+
+Everything here imports torch; keep :mod:`radbench.models.base` free of it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from radbench.errors import SampleError, UsageError
+
+# ---------------------------------------------------------------------------------------------
+# --model-args parsing
+# ---------------------------------------------------------------------------------------------
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def check_model_args(model: str, model_args: Mapping[str, str], allowed: Sequence[str]) -> None:
+    """Refuse an unknown ``--model-args`` key in one line: a typo must not silently use a default."""
+    unknown = sorted(set(model_args) - set(allowed))
+    if unknown:
+        raise UsageError(
+            f"model {model!r}: unknown --model-args {', '.join(unknown)} (accepted: {', '.join(sorted(allowed))})"
+        )
+
+
+def parse_dtype(model: str, text: str | None, default: str = "fp32") -> torch.dtype:
+    """``fp32|bf16|fp16`` (or the long names) -> torch dtype."""
+    key = (text or default).strip().lower()
+    if key not in DTYPES:
+        raise UsageError(f"model {model!r}: dtype={text!r} is not one of fp32, bf16, fp16")
+    return DTYPES[key]
+
+
+def parse_device(model: str, text: str | None) -> torch.device:
+    """``device=`` or the default: the first CUDA device when there is one, else the CPU."""
+    if not text:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise UsageError(f"model {model!r}: device={text!r} is not a torch device ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"model {model!r}: device={text!r} but this torch build sees no CUDA device")
+    return device
+
+
+def parse_bool(model: str, key: str, text: str | None, default: bool) -> bool:
+    if text is None or text == "":
+        return default
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"model {model!r}: {key}={text!r} is not a boolean (use 1 or 0)")
+
+
+def parse_int(model: str, key: str, text: str | None, default: int, minimum: int = 1) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise UsageError(f"model {model!r}: {key}={text!r} is not an integer") from exc
+    if value < minimum:
+        raise UsageError(f"model {model!r}: {key}={value} must be >= {minimum}")
+    return value
+
+
+def require_file(model: str, key: str, path_text: str | None, expected: str, hint: str = "") -> Path:
+    """The file (or folder) that ``--model-args key=PATH`` names, or a one-line error naming what was expected."""
+    hint = f" ({hint})" if hint else ""
+    if not path_text:
+        raise UsageError(f"model {model!r} needs --model-args {key}=PATH: {expected}{hint}")
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise UsageError(f"model {model!r}: {key}={path} does not exist (expected {expected}){hint}")
+    return path
+
+
+def find_in(model: str, key: str, folder: Path, names: Sequence[str], expected: str) -> Path:
+    """The first of ``names`` inside ``folder`` (or ``folder`` itself when it is one of them)."""
+    if folder.is_file():
+        if folder.name in names or not names:
+            return folder
+        raise UsageError(f"model {model!r}: {key}={folder} is not {expected}")
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    raise UsageError(f"model {model!r}: {key}={folder} lacks {' or '.join(names)} (expected {expected})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe state-dict loading and key checking
+# ---------------------------------------------------------------------------------------------
+
+
+def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a checkpoint file, without executing pickled code.
+
+    safetensors files are read directly; anything else goes through ``torch.load`` with
+    ``weights_only=True`` and ``mmap=True`` where the file is a zip archive (torch >= 1.6 format),
+    so a 52 GB fp32 checkpoint is paged in tensor by tensor. Training wrappers are unwrapped:
+    ``{"model_state_dict": ...}`` / ``{"state_dict": ...}`` and a DDP ``module.`` prefix.
+    Non-tensor entries (e.g. a bare ``torch.LongStorage`` in OpenFlamingo's v1 file) are dropped:
+    no module parameter can come from them.
+    """
+    who = f"model {model!r}: " if model else ""
+    if not path.is_file():
+        raise UsageError(f"{who}checkpoint file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw: Any = load_file(str(path), device="cpu")
+        else:
+            if _is_torchscript(path):
+                raise UsageError(
+                    f"{who}{path} is a TorchScript archive; radbench loads only plain state dicts "
+                    "(use the Hugging Face or safetensors copy of these weights)"
+                )
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except UsageError:
+        raise
+    except Exception as exc:  # torch/safetensors raise many types for corrupt or unsafe files
+        raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+    for wrapper in ("model_state_dict", "state_dict", "model"):
+        if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
+            raw = raw[wrapper]
+    if not isinstance(raw, Mapping):
+        raise UsageError(f"{who}{path} holds a {type(raw).__name__}, not a state dict")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if isinstance(value, torch.Tensor):
+            out[key[len("module.") :] if key.startswith("module.") else key] = value
+    return out
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.split("/", 1)[-1].startswith("code/") for name in zf.namelist()[:200])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+def summarize_keys(keys: Sequence[str], limit: int = 6) -> str:
+    """Keys grouped by pattern with layer indices collapsed, e.g. ``layers.{0..39}.mlp.up_proj.weight``.
+
+    A checkpoint that misses a whole layer stack then reads as one line, not 360.
+    """
+    groups: dict[str, list[int]] = {}
+    for key in keys:
+        numbers = [int(n) for n in re.findall(r"(?<=\.)(\d+)(?=\.|$)", key)]
+        pattern = re.sub(r"(?<=\.)\d+(?=\.|$)", "{i}", key)
+        groups.setdefault(pattern, []).extend(numbers[:1])
+    parts = []
+    for pattern, numbers in sorted(groups.items()):
+        if "{i}" in pattern and numbers:
+            lo, hi = min(numbers), max(numbers)
+            pattern = pattern.replace("{i}", f"{{{lo}..{hi}}}" if lo != hi else str(lo), 1)
+        parts.append(pattern)
+    shown = ", ".join(parts[:limit])
+    more = f" and {len(parts) - limit} more patterns" if len(parts) > limit else ""
+    return f"{shown}{more}"
+
+
+@dataclass
+class KeyReport:
+    """What :func:`load_checked` did with a checkpoint's keys (kept for ``describe()``)."""
+
+    loaded: int = 0
+    dropped_stale: list[str] = field(default_factory=list)
+    not_in_checkpoint: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loaded": self.loaded,
+            "dropped_stale": summarize_keys(self.dropped_stale, limit=20) if self.dropped_stale else "",
+            "filled_elsewhere": summarize_keys(self.not_in_checkpoint, limit=20) if self.not_in_checkpoint else "",
+        }
+
+
+def load_checked(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    model: str,
+    source: Path | str,
+    stale: Sequence[str] = (),
+    not_in_checkpoint: Sequence[str] = (),
+) -> KeyReport:
+    """Copy ``state_dict`` into ``module`` after checking every key; a mismatch is one line.
+
+    ``stale``: regexes (``re.match``) of checkpoint keys dropped silently, each documented by the
+    adapter (``rotary_emb.inv_freq`` saved by transformers 4.28, unused BERT heads). Every other
+    checkpoint key must exist in ``module`` with the same shape. ``not_in_checkpoint``: regexes of
+    module keys the checkpoint is known not to hold (Flamingo's LM decoder comes from ``lm_path``);
+    every other module key must be in the checkpoint. Values are cast to each parameter's dtype.
+    """
+    own = module.state_dict()
+    report = KeyReport()
+    stale_re = [re.compile(p) for p in stale]
+    absent_re = [re.compile(p) for p in not_in_checkpoint]
+    usable: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state_dict.items():
+        if key in own:
+            usable[key] = value
+        elif any(r.match(key) for r in stale_re):
+            report.dropped_stale.append(key)
+        else:
+            unexpected.append(key)
+    missing = [k for k in own if k not in usable and not any(r.match(k) for r in absent_re)]
+    report.not_in_checkpoint = [k for k in own if k not in usable and k not in missing]
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} (model expects {tuple(own[k].shape)})"
+        for k, v in usable.items()
+        if tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {summarize_keys(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {summarize_keys(unexpected)}")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} keys with the wrong shape: {', '.join(wrong_shape[:4])}")
+    if problems:
+        raise UsageError(f"model {model!r}: {source} does not match the architecture: {'; '.join(problems)}")
+    result = module.load_state_dict(usable, strict=False)
+    report.loaded = len(usable) - len(result.unexpected_keys)
+    return report
+
+
+@contextmanager
+def fast_init(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Build modules directly on ``device`` in ``dtype`` and skip random init (weights come next).
+
+    A 13B LM built the default way is initialised in fp32 on the CPU (52 GB, minutes) only to be
+    overwritten by the checkpoint.
+    """
+    from transformers.initialization import no_init_weights
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device), no_init_weights():
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched greedy decoding
+# ---------------------------------------------------------------------------------------------
+
+Step = Callable[..., tuple[torch.Tensor, Any]]
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> ``(input_ids, attention_mask)``, padded on the left."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def left_pad_embeds(embeds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_i, d)`` embedding sequences -> ``(B, L, d)`` zero-padded on the left, plus the mask."""
+    width = max(e.shape[0] for e in embeds)
+    first = embeds[0]
+    out = first.new_zeros((len(embeds), width, first.shape[-1]))
+    mask = torch.zeros((len(embeds), width), dtype=torch.long, device=first.device)
+    for row, e in enumerate(embeds):
+        out[row, width - e.shape[0] :] = e
+        mask[row, width - e.shape[0] :] = 1
+    return out, mask
+
+
+def hf_step(lm: torch.nn.Module) -> Step:
+    """A :func:`greedy_generate` step over a transformers causal LM (cache passed as ``cache=``).
+
+    ``position_ids`` are passed only to LMs that take them (MPT uses ALiBi and has none).
+    """
+    takes_positions = "position_ids" in inspect.signature(lm.forward).parameters
+
+    def step(input_ids, inputs_embeds, attention_mask, position_ids, cache):  # type: ignore[no-untyped-def]
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "cache": cache, "use_cache": True}
+        if takes_positions:
+            kwargs["position_ids"] = position_ids
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            kwargs["input_ids"] = input_ids
+        out = lm(**kwargs, logits_to_keep=1)
+        return out.logits[:, -1, :], out.cache
+
+    return step
+
+
+@torch.inference_mode()
+def greedy_generate(
+    step: Step,
+    *,
+    attention_mask: torch.Tensor,
+    max_new_tokens: Sequence[int],
+    eos_token_ids: Sequence[int],
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    suppress_token_ids: Sequence[int] = (),
+    pad_token_id: int = 0,
+) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch; returns each row's new tokens, EOS excluded.
+
+    Positions count real tokens only (``cumsum(mask) - 1``), as transformers' ``generate`` does, so
+    a row's output does not depend on how much padding its batch needed. Each row stops at its own
+    ``max_new_tokens`` or at an EOS id; ``suppress_token_ids`` can never be chosen (rows such as
+    Flamingo's untrained ``<image>``/``<PAD>`` logits).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    batch = attention_mask.shape[0]
+    limits = torch.tensor(list(max_new_tokens), device=attention_mask.device)
+    eos = torch.tensor(list(eos_token_ids), device=attention_mask.device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    done = limits <= 0
+    cache: Any = None
+    step_ids, step_embeds = input_ids, inputs_embeds
+    for t in range(int(limits.max().item()) if batch else 0):
+        logits, cache = step(step_ids, step_embeds, attention_mask, position_ids, cache)
+        logits = logits.float()
+        if suppress_token_ids:
+            logits[:, list(suppress_token_ids)] = float("-inf")
+        next_ids = logits.argmax(-1)
+        finished_now = torch.isin(next_ids, eos)
+        for row in range(batch):
+            if not done[row] and not finished_now[row]:
+                outputs[row].append(int(next_ids[row]))
+        done = done | finished_now | (limits <= t + 1)
+        if bool(done.all()):
+            break
+        next_ids = torch.where(done, torch.full_like(next_ids, pad_token_id), next_ids)
+        step_ids, step_embeds = next_ids[:, None], None
+        position_ids = attention_mask.sum(-1, keepdim=True)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, 1))], dim=-1)
+    return outputs
+
+
+def max_new_tokens_of(model: str, gen_kwargs: Mapping[str, Any], default: int) -> int:
+    """The request's ``max_new_tokens`` (default: the authors'); decoding is greedy only.
+
+    Other settings that change decoding (sampling, beams) are refused rather than ignored, so a
+    stored prediction never claims settings it was not produced with.
+    """
+    for key, value in gen_kwargs.items():
+        if key == "max_new_tokens":
+            continue
+        if key == "do_sample" and not value:
+            continue
+        if key in ("num_beams", "num_return_sequences") and int(value) == 1:
+            continue
+        if key == "temperature" and not value:
+            continue
+        raise UsageError(f"model {model!r}: gen_kwargs {key}={value!r} is not supported (greedy decoding only)")
+    value = gen_kwargs.get("max_new_tokens", default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"model {model!r}: max_new_tokens={value!r} is not an integer") from exc
+    if number < 1:
+        raise UsageError(f"model {model!r}: max_new_tokens must be >= 1, got {number}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------------------------
+
+
+def load_llama_tokenizer(model: str, folder: Path) -> Any:
+    """The LLaMA-1 SentencePiece tokenizer as the authors' transformers 4.28-4.30 used it.
+
+    Transformers 5.x changed three defaults (measured, model-adapters.md §0.5): ``add_bos_token``
+    is False without a config, non-legacy tokenization drops the ``▁`` after a special token
+    (``<image>Question`` -> ``Q``,``uestion``), and RadFM's config's empty ``bos/eos/unk`` strings
+    recurse. All three are pinned here; ``bos=1, eos=2, unk=0`` is asserted.
+    """
+    from transformers import LlamaTokenizer
+
+    if not ((folder / "tokenizer.model").exists() or (folder / "tokenizer.json").exists()):
+        raise UsageError(f"model {model!r}: {folder} lacks tokenizer.model (the LLaMA SentencePiece tokenizer)")
+    try:
+        tok = LlamaTokenizer.from_pretrained(
+            str(folder), local_files_only=True, add_bos_token=True, add_eos_token=False, legacy=True,
+            bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        )
+    except Exception as exc:  # sentencepiece/protobuf/tokenizers raise many types for a bad file
+        raise UsageError(f"model {model!r}: cannot load the tokenizer in {folder}: {_first_line(exc)}") from exc
+    for token, expected in (("<unk>", 0), ("<s>", 1), ("</s>", 2)):
+        got = tok.convert_tokens_to_ids(token)
+        if got != expected:
+            raise UsageError(f"model {model!r}: tokenizer in {folder} maps {token} to {got}, expected {expected}")
+    return tok
+
+
+def add_special_tokens(tokenizer: Any, tokens: Sequence[str], strip: bool) -> None:
+    """Add ``tokens`` as special tokens, in order (their ids follow the base vocabulary).
+
+    ``strip=True`` reproduces the slow tokenizers of transformers 4.28-4.30 (RadFM, Med-Flamingo,
+    OpenFlamingo v1): a special token added as a plain string ate the whitespace on both sides.
+    Fast tokenizers (OpenFlamingo v2's MPT/NeoX) kept it: ``strip=False``.
+    """
+    from tokenizers import AddedToken
+
+    new = [AddedToken(t, lstrip=strip, rstrip=strip, special=True, normalized=False) for t in tokens]
+    tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
+
+
+def assert_token_ids(model: str, tokenizer: Any, expected: Mapping[str, int]) -> None:
+    """Special-token ids the checkpoint's embedding rows were trained at; a shift is a silent disaster."""
+    for token, want in expected.items():
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != want:
+            raise UsageError(f"model {model!r}: tokenizer maps {token} to id {got}, the checkpoint expects {want}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Interim image helpers (move to radbench.images once its model-specific preprocessing lands)
+# ---------------------------------------------------------------------------------------------
+
+
+def unit_range(arr: np.ndarray, ref_name: str = "") -> np.ndarray:
+    """Intensities in [0, 1]: 8-bit data divided by 255 (``ToTensor``), anything else min-max scaled.
+
+    PNG/JPEG pixels are 0..255, and ``ToTensor`` is what every model here was trained with; CT in
+    HU or 12-bit radiographs have no such scale, so they are min-max scaled as RadFM does for 3D.
+    """
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 255.0 and hi > 1.0 and np.all(np.mod(arr, 1) == 0):
+        return (arr / 255.0).astype(np.float32)
+    if hi - lo <= 0:
+        raise SampleError(f"image {ref_name}: constant intensity {lo}, nothing to show the model")
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
+def rgb(arr: np.ndarray, ref_name: str = "") -> np.ndarray:
+    """``(C, ...)`` with C in {1, 3} -> 3 channels (grey repeated, as every model here expects RGB)."""
+    if arr.shape[0] == 3:
+        return arr
+    if arr.shape[0] == 1:
+        return np.repeat(arr, 3, axis=0)
+    raise SampleError(f"image {ref_name}: {arr.shape[0]} channels, expected 1 or 3")
+
+
+def middle_slice(volume: np.ndarray) -> np.ndarray:
+    """``(C, H, W, D)`` -> ``(C, H, W)``: the middle axial slice, for 2D-only models.
+
+    A fixed, documented policy until radbench.images provides the shared 2D-slice policy.
+    """
+    return volume[..., volume.shape[-1] // 2]
+
+
+def to_pil(arr01: np.ndarray) -> Any:
+    """``(3, H, W)`` in [0, 1] -> an 8-bit RGB PIL image (what torchvision transforms were given)."""
+    from PIL import Image
+
+    pixels = np.clip(np.rint(arr01.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
