@@ -25,6 +25,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "openflamingo": "radbench.models.flamingo:OpenFlamingoAdapter",
         "llava-med": "radbench.models.llava_med:LlavaMedAdapter",
         "medvint": "radbench.models.medvint:MedVInTAdapter",
+        "openai": "radbench.models.openai_api:OpenAIAdapter",
+        "python": "radbench.models.python_callable:PythonCallableAdapter",
         "majority": "radbench.models.baselines:MajorityAdapter",
         "retrieval": "radbench.models.baselines:RetrievalAdapter",
     },

@@ -1,0 +1,442 @@
+"""Any OpenAI-compatible chat-completions endpoint (GPT-4V-class APIs, vLLM, SGLang): model ``openai``.
+
+Each request becomes one ``POST {base_url}/chat/completions`` with the images as base64 PNG
+``image_url`` parts, in the order the task placed them. Exemplar turns become earlier user/assistant
+messages, so few-shot prompts keep their images. Decoding is greedy (``temperature=0``) unless the
+request's ``gen_kwargs`` say otherwise; ``max_new_tokens`` is sent as ``max_tokens``.
+
+Why the failure handling looks the way it does: a run of thousands of paid requests must survive
+rate limits, a flaky proxy and a server that sometimes answers garbage, without losing what already
+finished and without retrying forever. So:
+
+* 429, 5xx, timeouts, dropped connections and malformed JSON are retried with exponential backoff
+  (``Retry-After`` honoured, capped), at most ``retries`` times; then the request fails alone
+  (:class:`SampleError`: recorded, counted, retried on the next resume).
+* Other 4xx answers (a too-large image, a bad parameter) fail that request at once; retrying them
+  cannot help. 401/403 stop the run with one line, because a bad key fails every request.
+* ``max_requests`` caps the HTTP attempts of the whole run; once spent, the remaining requests fail
+  as samples, so a re-run with a larger budget resumes exactly those.
+* Outcomes are remembered per request for the adapter's lifetime: when one request of a batch
+  fails, the runner retries the batch one request at a time, and the finished ones are answered
+  from memory instead of being paid for twice.
+
+The API key is read from the environment variable named by ``api_key_env`` (``OPENAI_API_KEY`` by
+default) and is only ever put in the ``Authorization`` header; it is redacted from every error
+message and never appears in ``describe()``, predictions, results or logs.
+
+Image policy (models behind an API take 2D images): a 3D volume ``(C, H, W, D)`` is sent as its
+middle slice along the last axis, or as ``volume_slices`` evenly spaced slices (each one image part,
+in depth order). Intensities already within [0, 255] are kept; anything else (CT in HU, 16-bit MR)
+is min-max scaled to [0, 255] over the whole image or volume. One channel gives a grayscale PNG,
+three an RGB PNG, any other count the channel mean.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import ipaddress
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+
+from radbench.errors import SampleError, UsageError
+from radbench.models.base import Adapter
+from radbench.types import Request, Turn, stable_hash
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ARGS = {
+    "base_url": "endpoint root, up to and including /v1",
+    "model": "the model name the endpoint serves",
+    "api_key_env": "name of the environment variable holding the key (default OPENAI_API_KEY)",
+    "max_concurrency": "parallel requests (default 4)",
+    "retries": "retries per request after the first attempt (default 5)",
+    "timeout": "seconds per HTTP attempt (default 120)",
+    "backoff": "first retry delay in seconds, doubled each retry (default 1)",
+    "max_backoff": "cap on one retry delay in seconds (default 60)",
+    "max_requests": "HTTP attempts allowed for the whole run (default: unlimited)",
+    "volume_slices": "slices sent per 3D volume (default 1, the middle slice)",
+    "revision": "a label for the served weights, when the endpoint does not report one",
+    "token_param": "max_tokens (default) or max_completion_tokens (newer OpenAI models)",
+}
+PASSTHROUGH_GEN_KWARGS = ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
+
+
+# -- images -----------------------------------------------------------------------------------------
+# The 2D policy shared by the 2D-only adapters (LLaVA-Med, MedVInT and this one); it moves to
+# radbench.images once that module grows its own preprocessing helpers.
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Float intensities -> uint8: kept when already in [0, 255], else min-max scaled over ``arr``."""
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 255:
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def planes_2d(arr: np.ndarray, slices: int = 1) -> list[np.ndarray]:
+    """Channels-first 2D image or 3D volume -> 2D uint8 planes ``(H, W)`` or ``(H, W, 3)``.
+
+    A volume gives its middle slice along the last (depth) axis, or ``slices`` evenly spaced ones.
+    Intensity scaling runs over the whole volume, so all slices of one study share one window.
+    """
+    pixels = to_uint8(arr)
+    if pixels.ndim == 4:
+        depth = pixels.shape[-1]
+        if slices <= 1:
+            indices = [depth // 2]
+        else:
+            indices = sorted({int(round(i)) for i in np.linspace(0, depth - 1, min(slices, depth))})
+        stack = [pixels[..., i] for i in indices]
+    else:
+        stack = [pixels]
+    out = []
+    for plane in stack:
+        if plane.shape[0] == 1:
+            out.append(plane[0])
+        elif plane.shape[0] == 3:
+            out.append(np.ascontiguousarray(plane.transpose(1, 2, 0)))
+        else:
+            out.append(np.rint(plane.astype(np.float32).mean(axis=0)).astype(np.uint8))
+    return out
+
+
+def png_data_url(plane: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(plane).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# -- the adapter ------------------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A failure worth retrying (rate limit, server error, timeout, dropped connection, bad JSON)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(args: dict[str, str], key: str, default: float, minimum: float, integer: bool = False) -> float:
+    raw = args.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise UsageError(f"model 'openai': --model-args {key}={raw!r} is not {kind}") from None
+    if value < minimum:
+        raise UsageError(f"model 'openai': --model-args {key} must be >= {minimum}, got {raw}")
+    return value
+
+
+class OpenAIAdapter(Adapter):
+    """Chat completions over HTTP with bounded retries, a request budget and per-request memory."""
+
+    name = "openai"
+    version = "1"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 4,
+        retries: int = 5,
+        timeout: float = 120.0,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_requests: int | None = None,
+        volume_slices: int = 1,
+        revision: str | None = None,
+        token_param: str = "max_tokens",
+    ) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UsageError(f"model 'openai': base_url {base_url!r} is not an http(s) URL")
+        if token_param not in ("max_tokens", "max_completion_tokens"):
+            raise UsageError(f"model 'openai': token_param must be max_tokens or max_completion_tokens, got {token_param!r}")
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self._api_key = os.environ.get(api_key_env) or None
+        if self._api_key is None and not _is_loopback(parsed.hostname) and parsed.hostname.endswith("openai.com"):
+            raise UsageError(f"model 'openai': set the API key in the environment variable {api_key_env}")
+        self.max_concurrency = max_concurrency
+        self.max_batch_size = 4 * max_concurrency  # enough to keep every worker busy between store writes
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_requests = max_requests
+        self.volume_slices = volume_slices
+        self.token_param = token_param
+        # Loopback endpoints (a local vLLM, the tests' server) never go through an HTTP proxy.
+        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(parsed.hostname) else []
+        self._opener = urllib.request.build_opener(*handlers)
+        self._lock = threading.Lock()
+        self._attempts = 0
+        self._memory: dict[str, tuple[bool, str]] = {}
+        self._served: set[str] = set()
+        self.revision = revision if revision is not None else self._probe_revision()
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> Adapter:
+        unknown = sorted(set(model_args) - set(ARGS))
+        if unknown:
+            if any(k.lower() in ("api_key", "key", "token") for k in unknown):
+                raise UsageError("model 'openai': never pass the key in --model-args; set api_key_env=VAR and export VAR")
+            raise UsageError(f"model 'openai': unknown --model-args {', '.join(unknown)} (takes {', '.join(ARGS)})")
+        if not model_args.get("model"):
+            raise UsageError("model 'openai' needs --model-args model=NAME (and base_url=URL for a non-OpenAI endpoint)")
+        max_requests = model_args.get("max_requests")
+        return cls(
+            model=model_args["model"],
+            base_url=model_args.get("base_url", DEFAULT_BASE_URL),
+            api_key_env=model_args.get("api_key_env", "OPENAI_API_KEY"),
+            max_concurrency=int(_number(model_args, "max_concurrency", 4, 1, integer=True)),
+            retries=int(_number(model_args, "retries", 5, 0, integer=True)),
+            timeout=_number(model_args, "timeout", 120.0, 0.001),
+            backoff=_number(model_args, "backoff", 1.0, 0.0),
+            max_backoff=_number(model_args, "max_backoff", 60.0, 0.0),
+            max_requests=None if max_requests is None else int(_number(model_args, "max_requests", 0, 0, integer=True)),
+            volume_slices=int(_number(model_args, "volume_slices", 1, 1, integer=True)),
+            revision=model_args.get("revision"),
+            token_param=model_args.get("token_param", "max_tokens"),
+        )
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def _probe_revision(self) -> str | None:
+        """What the endpoint says about the served weights (``GET /models``), outside the budget.
+
+        vLLM and SGLang report the weights' path as ``root``; OpenAI's dated model names are their
+        own revision. Only stable fields are used (vLLM's ``created`` is the request time). An
+        endpoint without ``/models`` gives ``None``, and the fingerprint is the model name alone.
+        An endpoint that cannot be reached, or refuses the key, stops here with one line instead
+        of failing every sample of the run.
+        """
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                status, raw, headers = self._http("GET", "/models", None, timeout=self.timeout)
+            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as exc:
+                last = self._redact(f"{exc.__class__.__name__}: {exc}")
+            else:
+                if status in (401, 403):
+                    raise UsageError(f"model 'openai': {self.base_url} refused the key from ${self.api_key_env} (HTTP {status})")
+                if status != 429 and status < 500:
+                    return _served_root(raw, self.model) if status == 200 else None
+                last = f"HTTP {status}"
+            if attempt < self.retries:
+                time.sleep(min(self.max_backoff, self.backoff * (2**attempt)))
+        raise UsageError(f"model 'openai': cannot reach {self.base_url} ({last})")
+
+    def fingerprint(self) -> str:
+        return stable_hash(["openai", self.model, self.revision])
+
+    def describe(self) -> dict[str, Any]:
+        parsed = urllib.parse.urlsplit(self.base_url)  # drops any user:password@ and query string
+        port = f":{parsed.port}" if parsed.port else ""
+        return {
+            **super().describe(),
+            "endpoint": f"{parsed.scheme}://{parsed.hostname}{port}{parsed.path}",
+            "model_name": self.model,
+            "revision": self.revision,
+            "served_models": sorted(self._served),
+            "http_requests": self._attempts,
+        }
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _content(self, turn: Turn) -> list[dict[str, Any]]:
+        from radbench import images
+
+        parts: list[dict[str, Any]] = []
+        for segment in turn.segments:
+            if segment.image is not None:
+                for plane in planes_2d(images.load(segment.image), self.volume_slices):
+                    parts.append({"type": "image_url", "image_url": {"url": png_data_url(plane)}})
+            elif segment.text:
+                parts.append({"type": "text", "text": segment.text})
+        return parts
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        """The JSON body for one request (public so tests and users can inspect what is sent)."""
+        messages: list[dict[str, Any]] = []
+        for turn in request.turns:
+            messages.append({"role": "user", "content": self._content(turn)})
+            if turn.answer is not None:
+                messages.append({"role": "assistant", "content": turn.answer})
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+        gen = request.gen_kwargs
+        if gen.get("max_new_tokens") is not None:
+            body[self.token_param] = int(gen["max_new_tokens"])
+        for key in PASSTHROUGH_GEN_KWARGS:
+            if key in gen:
+                body[key] = gen[key]
+        return body
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        if not requests:
+            return []
+        if len(requests) == 1:
+            return [self._one(requests[0])]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests))) as pool:
+            futures = [pool.submit(self._one, r) for r in requests]
+            outcomes: list[str | BaseException] = []
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except SampleError as exc:
+                    outcomes.append(exc)
+                except BaseException:
+                    for other in futures:
+                        other.cancel()
+                    raise
+        failed = [(r.sample_id, o) for r, o in zip(requests, outcomes) if isinstance(o, BaseException)]
+        if failed:
+            # The runner now retries one request at a time; the finished ones come from memory.
+            raise SampleError(f"{len(failed)} of {len(requests)} requests failed; first: {failed[0][1]}")
+        return [o for o in outcomes if isinstance(o, str)]
+
+    def _one(self, request: Request) -> str:
+        body = json.dumps(self.payload(request), ensure_ascii=False).encode("utf-8")
+        key = stable_hash([body.decode("utf-8")])
+        with self._lock:
+            remembered = self._memory.get(key)
+        if remembered is None:
+            try:
+                remembered = (True, self._post_with_retries(body))
+            except SampleError as exc:
+                remembered = (False, str(exc))
+            with self._lock:
+                self._memory[key] = remembered
+        ok, value = remembered
+        if not ok:
+            raise SampleError(value)
+        return value
+
+    def _post_with_retries(self, body: bytes) -> str:
+        last = "no attempt made"
+        for attempt in range(self.retries + 1):
+            with self._lock:
+                if self.max_requests is not None and self._attempts >= self.max_requests:
+                    raise SampleError(
+                        f"request budget exhausted (max_requests={self.max_requests}); last error: {last}; "
+                        "re-run with a larger budget to retry this sample"
+                    )
+                self._attempts += 1
+            try:
+                return self._attempt(body)
+            except _Transient as exc:
+                last = str(exc)
+                if attempt == self.retries:
+                    break
+                delay = min(self.max_backoff, self.backoff * (2**attempt))
+                if exc.retry_after is not None:
+                    delay = min(self.max_backoff, max(delay, exc.retry_after))
+                time.sleep(delay)
+        raise SampleError(f"endpoint failed after {self.retries + 1} attempts: {last}")
+
+    def _attempt(self, body: bytes) -> str:
+        try:
+            status, raw, headers = self._http("POST", "/chat/completions", body, timeout=self.timeout)
+        except (TimeoutError, socket.timeout) as exc:
+            raise _Transient(f"timed out after {self.timeout}s") from exc
+        except (ConnectionError, http.client.HTTPException, urllib.error.URLError, OSError) as exc:
+            raise _Transient(f"connection failed ({self._redact(exc.__class__.__name__ + ': ' + str(exc))})") from exc
+        if status == 200:
+            try:
+                return self._parse(raw)
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                raise _Transient(f"malformed response ({exc.__class__.__name__}: {self._redact(str(exc))[:200]})") from exc
+        detail = self._redact(raw.decode("utf-8", "replace").strip())[:300]
+        if status == 429 or status == 408 or status >= 500:
+            raise _Transient(f"HTTP {status}: {detail}", _retry_after(headers.get("Retry-After")))
+        if status in (401, 403):
+            raise UsageError(f"model 'openai': {self.base_url} refused the key from ${self.api_key_env} (HTTP {status})")
+        raise SampleError(f"HTTP {status} from {self.base_url}: {detail}")
+
+    def _parse(self, raw: bytes) -> str:
+        data = json.loads(raw.decode("utf-8"))
+        choice = data["choices"][0]
+        served = data.get("model")
+        if isinstance(served, str):
+            fingerprint = data.get("system_fingerprint")
+            with self._lock:
+                self._served.add(served if not fingerprint else f"{served} ({fingerprint})")
+        content = choice["message"].get("content")
+        if content is None:  # an empty completion (or a refusal with no text) is an empty prediction
+            return ""
+        if isinstance(content, list):  # some servers return content parts
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise TypeError(f"message content is {type(content).__name__}, not text")
+        return content
+
+    def _http(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes, Any]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        req = urllib.request.Request(self.base_url + path, data=body, headers=headers, method=method)
+        try:
+            with self._opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.read(), resp.headers
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read(), exc.headers
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise TimeoutError(str(exc.reason)) from exc
+            raise
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _served_root(raw: bytes, model: str) -> str | None:
+    """The ``root`` (weights path) that a vLLM/SGLang ``/models`` listing gives for ``model``."""
+    try:
+        entries = json.loads(raw.decode("utf-8")).get("data", [])
+    except (ValueError, AttributeError):
+        return None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("id") == model:
+            root = entry.get("root")
+            return str(root) if root and root != model else None
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only; dates are ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
