@@ -1,14 +1,417 @@
-"""LLaVA-Med v1.5 (Mistral-7B + CLIP ViT-L/14-336) adapter: registered name ``llava-med``.
+"""LLaVA-Med v1.5 (Mistral-7B-Instruct + CLIP ViT-L/14-336 + 2-layer GELU MLP): model ``llava-med``.
 
-Start-up checks only for now (see :mod:`radbench.models.pending`); the architecture is built in its
-model-adapter issue.
+The released ``llava_mistral`` checkpoint (``microsoft/llava-med-v1.5-mistral-7b``: four safetensors
+shards, ``config.json``, ``tokenizer.model``) is loaded into transformers'
+``LlavaForConditionalGeneration`` by renaming keys (model-adapters.md §3.3), so no LLaVA code and no
+``trust_remote_code`` is needed:
+
+==============================================  =============================================
+LLaVA-Med key                                   transformers 5.x key
+==============================================  =============================================
+``model.embed_tokens/layers/norm.*``            ``model.language_model.*``
+``lm_head.weight``                              ``lm_head.weight``
+``model.mm_projector.{0,2}.*``                  ``model.multi_modal_projector.linear_{1,2}.*``
+``model.vision_tower.vision_tower.vision_model.X``  ``model.vision_tower.X``
+==============================================  =============================================
+
+The vision weights come from the shards (the authors' loader ignores them and downloads
+``openai/clip-vit-large-patch14-336`` from the hub; the tower is frozen, so they are that model's
+weights). ``vision_path=DIR`` (a local CLIP folder, e.g. ``openai/clip-vit-large-patch14-336``
+downloaded beforehand) replaces them. The tower's shape is read from the weights; its head count
+follows CLIP's 64-wide heads (16 for ViT-L), unless ``vision_path`` gives a ``config.json``.
+
+Reproducing the authors' ``model_vqa.py`` (conv mode ``mistral_instruct``, temperature 0):
+
+* Prompt ``[INST] <image>\\n{question} [/INST]``, tokenized the authors' way: the text is split at
+  ``<image>``, each chunk tokenized on its own with BOS (legacy SentencePiece, so each chunk gets its
+  own dummy-prefix space), later chunks' BOS dropped. ``<image>`` becomes one added token repeated
+  576 times (transformers' form of the authors' ``-200`` splice; the result is the same embeddings,
+  checked to ``max |Δlogit| = 0`` in the tests). Its new embedding row is zero and it is suppressed
+  at generation, so it can never be produced.
+* Images: padded to a square with the CLIP mean colour (the authors' 0/1-pixel random jitter of the
+  paste offset is fixed at its lower value), resized to 336 bicubic, scaled to [0, 1] and normalised
+  with the OpenAI CLIP mean/std. 3D studies: the middle axial slice (LLaVA-Med is 2D-only).
+* Greedy decoding, EOS ``</s>``, the authors' ``max_new_tokens=1024`` unless the task sets one;
+  the answer is the decoded new tokens, special tokens skipped, stripped.
+
+Not the authors' setup (they evaluate zero-shot, one image): several query images each get their
+own ``<image>\\n`` line; few-shot exemplars become **text-only** examples inside the single user turn
+(``Q: …\\nA: …`` blocks after the image), because LLaVA-1.5 models were not trained on interleaved
+images. Exemplar images are not shown to the model.
 """
 
 from __future__ import annotations
 
-from radbench.models.pending import PendingCheckpointAdapter
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from radbench import images
+from radbench.errors import SampleError, UsageError
+from radbench.models import hf
+from radbench.models.base import Adapter, file_fingerprint
+from radbench.types import Request, Turn, stable_hash
+
+IMAGE_TOKEN = "<image>"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_MAX_NEW_TOKENS = 1024  # model_vqa.py
+EOS_ID = 2
+ARGS = ("checkpoint", "vision_path", "dtype", "device", "preset", "seed", "batch_size", "full_fingerprint")
+# Checkpoint keys with no counterpart in LlavaForConditionalGeneration, dropped silently: CLIP's
+# position_ids buffer (saved by transformers 4.36) and rotary caches.
+STALE_KEYS = (r".*position_ids$", r".*rotary_emb\.inv_freq$")
 
 
-class LlavaMedAdapter(PendingCheckpointAdapter):
+# -- key conversion ---------------------------------------------------------------------------------
+
+
+def convert_key(key: str) -> str | None:
+    """A released ``llava_mistral`` key -> its ``LlavaForConditionalGeneration`` key (``None``: unknown)."""
+    if key == "lm_head.weight":
+        return key
+    if key.startswith("model.mm_projector."):
+        index, _, rest = key[len("model.mm_projector."):].partition(".")
+        layer = {"0": "linear_1", "2": "linear_2"}.get(index)
+        return f"model.multi_modal_projector.{layer}.{rest}" if layer else None
+    if key.startswith("model.vision_tower.vision_tower."):
+        rest = key[len("model.vision_tower.vision_tower."):]
+        return "model.vision_tower." + rest.removeprefix("vision_model.")
+    if key.startswith("model."):
+        return "model.language_model." + key[len("model."):]
+    return None
+
+
+def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        new = convert_key(key)
+        out[new if new is not None else key] = value  # unknown keys stay, so the key check names them
+    return out
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def vision_config_from_weights(state: Mapping[str, torch.Tensor], source: Path) -> Any:
+    """The CLIP tower's config read off its weights (the released config names only a hub id)."""
+    from transformers import CLIPVisionConfig
+
+    prefix = "model.vision_tower."
+    try:
+        patch = state[prefix + "embeddings.patch_embedding.weight"]
+        positions = state[prefix + "embeddings.position_embedding.weight"].shape[0]
+        fc1 = state[prefix + "encoder.layers.0.mlp.fc1.weight"]
+    except KeyError:
+        raise UsageError(
+            f"model 'llava-med': {source} holds no vision tower weights; pass --model-args vision_path=DIR "
+            "(a local copy of openai/clip-vit-large-patch14-336)"
+        ) from None
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k)))
+    hidden, size = patch.shape[0], patch.shape[-1]
+    side = math.isqrt(positions - 1)
+    return CLIPVisionConfig(
+        hidden_size=hidden, intermediate_size=fc1.shape[0], num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64), image_size=side * size, patch_size=size,
+        hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+
+
+def load_vision_path(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A local CLIP folder (``CLIPModel`` or ``CLIPVisionModel`` files) -> its vision config and weights."""
+    from transformers import CLIPVisionConfig
+
+    weights = hf.find_in("llava-med", "vision_path", folder, ("model.safetensors", "pytorch_model.bin"),
+                         "a CLIP folder with model.safetensors or pytorch_model.bin")
+    raw = hf.load_state_dict(weights, "llava-med")
+    state = {}
+    for key, value in raw.items():
+        if key.startswith(("text_model.", "visual_projection", "text_projection", "logit_scale")):
+            continue  # a full CLIPModel: only the vision half is used
+        state["model.vision_tower." + key.removeprefix("vision_model.")] = value
+    config_file = weights.parent / "config.json"
+    if config_file.is_file():
+        data = json.loads(config_file.read_text())
+        vision = data.get("vision_config", data)
+        allowed = set(CLIPVisionConfig().to_dict())
+        return CLIPVisionConfig(**{k: v for k, v in vision.items() if k in allowed}), state
+    return vision_config_from_weights(state, weights), state
+
+
+def llava_config(meta: Mapping[str, Any], vision: Any, image_token_id: int) -> Any:
+    """``LlavaConfig`` from the released ``config.json`` (Mistral fields + ``mm_*`` fields)."""
+    from transformers import LlavaConfig, MistralConfig
+
+    unsupported = {
+        "mm_projector_type": "mlp2x_gelu", "mm_use_im_start_end": False, "mm_vision_select_feature": "patch",
+    }
+    for key, wanted in unsupported.items():
+        if meta.get(key, wanted) != wanted:
+            raise UsageError(f"model 'llava-med': config.json has {key}={meta[key]!r}; radbench supports {wanted!r}")
+    text_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                   "num_key_value_heads", "rms_norm_eps", "rope_theta", "max_position_embeddings",
+                   "sliding_window", "hidden_act", "head_dim")
+    text = MistralConfig(
+        **{k: meta[k] for k in text_fields if k in meta},
+        vocab_size=image_token_id + 1, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=0,
+        tie_word_embeddings=bool(meta.get("tie_word_embeddings", False)),
+    )
+    patches = (vision.image_size // vision.patch_size) ** 2
+    return LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=image_token_id, projector_hidden_act="gelu",
+        vision_feature_layer=int(meta.get("mm_vision_select_layer", -2)),
+        vision_feature_select_strategy="default", image_seq_length=patches, multimodal_projector_bias=True,
+    )
+
+
+# -- preprocessing and prompts ----------------------------------------------------------------------
+
+
+def preprocess(arr: np.ndarray, size: int, name: str = "", pad: bool = True) -> np.ndarray:
+    """One image or volume -> ``(3, size, size)`` float32, as ``process_images`` with ``pad`` did.
+
+    Grey images are padded with the grey the authors' code used for mode ``L`` files
+    (``int(255 * mean(OPENAI_MEAN))`` = 114), colour images with the mean colour (122, 116, 104),
+    then converted to RGB.
+    """
+    from PIL import Image
+
+    unit = hf.unit_range(arr, name)
+    if unit.ndim == 4:
+        unit = hf.middle_slice(unit)
+    if unit.shape[0] not in (1, 3):
+        raise SampleError(f"image {name}: {unit.shape[0]} channels, expected 1 or 3")
+    pixels = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+    # The file's PIL mode is gone once radbench.images has loaded it (PNGs come back as RGB), so a
+    # three-channel image with equal channels counts as grey, as its mode-L source file would have.
+    grey = pixels.shape[0] == 1 or bool((pixels[0] == pixels[1]).all() and (pixels[1] == pixels[2]).all())
+    pixels = pixels[:1] if grey else pixels
+    image = Image.fromarray(pixels[0] if grey else pixels.transpose(1, 2, 0), mode="L" if grey else "RGB")
+    if pad and image.width != image.height:
+        side = max(image.size)
+        fill: Any = int(255 * sum(OPENAI_MEAN) / 3) if grey else tuple(int(x * 255) for x in OPENAI_MEAN)
+        square = Image.new(image.mode, (side, side), fill)
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        image = square
+    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    out = np.asarray(image, dtype=np.float32) / 255.0
+    out = (out - np.array(OPENAI_MEAN, dtype=np.float32)) / np.array(OPENAI_STD, dtype=np.float32)
+    return out.transpose(2, 0, 1).copy()
+
+
+def _text(turn: Turn) -> str:
+    return "".join(s.text or "" for s in turn.segments if s.image is None).replace(IMAGE_TOKEN, "").strip()
+
+
+def render_prompt(request: Request) -> str:
+    """``[INST] <image>\\n{question} [/INST]``, with text-only exemplars after the image lines."""
+    query = request.query
+    message = f"{IMAGE_TOKEN}\n" * len(query.images)
+    if request.exemplars:
+        message += "".join(f"Q: {_text(t)}\nA: {t.answer or ''}\n\n" for t in request.exemplars)
+    message += _text(query)
+    return f"[INST] {message} [/INST]"
+
+
+def tokenize_with_images(tokenizer: Any, prompt: str, image_token_id: int, image_tokens: int) -> list[int]:
+    """``tokenizer_image_token``: chunks tokenized separately, one BOS, ``<image>`` expanded in place."""
+    chunks = [tokenizer(chunk)["input_ids"] for chunk in prompt.split(IMAGE_TOKEN)]
+    ids: list[int] = []
+    for index, chunk in enumerate(chunks):
+        if index:
+            ids.extend([image_token_id] * image_tokens)
+            chunk = chunk[1:] if chunk and chunk[0] == tokenizer.bos_token_id else chunk
+        ids.extend(chunk)
+    return ids
+
+
+# -- the adapter ------------------------------------------------------------------------------------
+
+
+class LlavaMedAdapter(Adapter):
+    """LLaVA-Med v1.5 through ``LlavaForConditionalGeneration``; see the module docstring."""
+
     name = "llava-med"
-    expected_files = ("model.safetensors.index.json", "tokenizer.model",)
+    version = "1"
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype, fingerprint: str,
+                 source: dict[str, Any], max_batch_size: int, pad: bool = True) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self._fingerprint = fingerprint
+        self.source = source
+        self.max_batch_size = max_batch_size
+        self.pad = pad
+        cfg = model.config
+        self.image_token_id = cfg.image_token_id
+        self.image_tokens = cfg.image_seq_length
+        self.image_size = cfg.vision_config.image_size
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> "LlavaMedAdapter":
+        hf.check_model_args(cls.name, model_args, ARGS)
+        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
+        device = hf.parse_device(cls.name, model_args.get("device"))
+        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
+        preset = model_args.get("preset")
+        if preset:
+            if preset != "tiny-random":
+                raise UsageError(f"model 'llava-med': preset={preset!r} is unknown (the only preset is tiny-random)")
+            seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed)
+        if "seed" in model_args:
+            raise UsageError("model 'llava-med': seed= applies only to preset=tiny-random")
+        return cls.from_checkpoint(model_args, device, dtype, batch)
+
+    @classmethod
+    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                    max_batch_size: int = 4, seed: int = 0) -> "LlavaMedAdapter":
+        """The same architecture at toy sizes (CLIP 64-wide on 28 px, Mistral 64-wide), seeded."""
+        from transformers import LlavaForConditionalGeneration
+
+        from radbench.models import tiny
+
+        tokenizer = prepare_tokenizer(tiny.tiny_llama_tokenizer(cls.name))
+        meta = tiny_meta(len(tokenizer) - 1)
+        vision = tiny.tiny_clip_vision_config(hidden_size=64, intermediate_size=64, num_attention_heads=1)
+        config = llava_config(meta, vision, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        with tiny.seeded(seed):
+            model = LlavaForConditionalGeneration(config)
+        zero_image_row(model, config.image_token_id)
+        model.to(device=device, dtype=dtype)
+        fingerprint = tiny.tiny_fingerprint(cls.name, config.to_dict(), seed)
+        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed}, max_batch_size)
+
+    @classmethod
+    def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
+                        max_batch_size: int) -> "LlavaMedAdapter":
+        """``checkpoint=`` the folder of ``microsoft/llava-med-v1.5-mistral-7b`` (shards, config, tokenizer)."""
+        from transformers import LlavaForConditionalGeneration
+
+        expected = "the microsoft/llava-med-v1.5-mistral-7b folder (config.json, model-*.safetensors, tokenizer.model)"
+        folder = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
+        folder = folder if folder.is_dir() else folder.parent
+        config_file = hf.find_in(cls.name, "checkpoint", folder, ("config.json",), expected)
+        meta = json.loads(config_file.read_text())
+        if meta.get("model_type") not in ("llava_mistral", "llava_llama", "llava"):
+            raise UsageError(f"model 'llava-med': {config_file} has model_type={meta.get('model_type')!r}, "
+                             "expected llava_mistral (the original LLaVA-Med release, not a llava-hf conversion)")
+        shards = checkpoint_shards(folder)
+        tokenizer = prepare_tokenizer(hf.load_llama_tokenizer(cls.name, folder))
+        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if image_token_id != int(meta.get("vocab_size", image_token_id)):
+            raise UsageError(f"model 'llava-med': tokenizer has {image_token_id} tokens but config.json says "
+                             f"vocab_size={meta.get('vocab_size')}")
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(convert_state_dict(hf.load_state_dict(shard, cls.name)))
+        files = [*shards, config_file, folder / "tokenizer.model"]
+        if model_args.get("vision_path"):
+            vision_dir = hf.require_file(cls.name, "vision_path", model_args["vision_path"], "a local CLIP ViT-L/14-336 folder")
+            vision, vision_state = load_vision_path(vision_dir)
+            state = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")} | vision_state
+            files += sorted(p for p in (vision_dir if vision_dir.is_dir() else vision_dir.parent).iterdir() if p.is_file())
+        else:
+            vision = vision_config_from_weights(state, folder)
+        config = llava_config(meta, vision, image_token_id)
+        for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+            if key in state and state[key].shape[0] == image_token_id:  # grow by the zero <image> row
+                state[key] = torch.cat([state[key], state[key].new_zeros((1, state[key].shape[1]))])
+        with hf.fast_init(device, dtype):
+            model = LlavaForConditionalGeneration(config)
+        report = hf.load_checked(model, state, model=cls.name, source=folder, stale=STALE_KEYS)
+        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
+        fingerprint = stable_hash([cls.name, file_fingerprint(files, full=full), hf.DTYPE_NAMES[dtype]])
+        source = {"checkpoint": str(folder), "vision": model_args.get("vision_path") or "inside the shards",
+                  "keys": report.to_json()}
+        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size,
+                   pad=meta.get("image_aspect_ratio", "pad") == "pad")
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "dtype": hf.DTYPE_NAMES[self.dtype],
+            "device": str(self.device),
+            "source": self.source,
+            "decoding": {"greedy": True, "eos_token_id": EOS_ID, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+            "prompt": "[INST] <image>\\n{question} [/INST]; few-shot exemplars as text-only Q:/A: blocks",
+            "preprocessing": f"pad to square (mean colour, no jitter), {self.image_size} bicubic, OpenAI CLIP "
+                             "mean/std; 3D: middle axial slice",
+        }
+
+    def encode(self, request: Request) -> tuple[list[int], list[np.ndarray]]:
+        ids = tokenize_with_images(self.tokenizer, render_prompt(request), self.image_token_id, self.image_tokens)
+        pixels = [preprocess(images.load(ref), self.image_size, ref.path, self.pad) for ref in request.query.images]
+        return ids, pixels
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        encoded = [self.encode(r) for r in requests]
+        input_ids, mask = hf.left_pad([ids for ids, _ in encoded], pad_id=0, device=self.device)
+        images = [p for _, pixels in encoded for p in pixels]  # row order = the order of <image> runs
+        pixel_values = (torch.from_numpy(np.stack(images)).to(self.device, self.dtype) if images else None)
+        model = self.model
+
+        def step(ids, embeds, attention_mask, position_ids, cache):  # type: ignore[no-untyped-def]
+            extra = {"pixel_values": pixel_values} if cache is None and pixel_values is not None else {}
+            out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                        use_cache=True, logits_to_keep=1, **extra)
+            return out.logits[:, -1, :], out.cache
+
+        new_tokens = hf.greedy_generate(step, input_ids=input_ids, attention_mask=mask, max_new_tokens=limits,
+                                        eos_token_ids=[EOS_ID], suppress_token_ids=[self.image_token_id])
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Add ``<image>`` after the base vocabulary (id 32000 for the released tokenizer)."""
+    base = len(tokenizer)
+    hf.add_special_tokens(tokenizer, [IMAGE_TOKEN], strip=False)
+    hf.assert_token_ids("llava-med", tokenizer, {IMAGE_TOKEN: base})
+    return tokenizer
+
+
+def zero_image_row(model: Any, image_token_id: int) -> None:
+    """The ``<image>`` row is never trained: zero it (its logit is also suppressed at generation)."""
+    with torch.no_grad():
+        model.get_input_embeddings().weight[image_token_id].zero_()
+        model.get_output_embeddings().weight[image_token_id].zero_()
+
+
+def checkpoint_shards(folder: Path) -> list[Path]:
+    """The safetensors files named by ``model.safetensors.index.json`` (or one ``model.safetensors``)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise UsageError(f"model 'llava-med': {folder} lacks {', '.join(missing)} (listed in {index.name})")
+        return [folder / n for n in names]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise UsageError(f"model 'llava-med': {folder} lacks model.safetensors.index.json and its shards")
+
+
+def tiny_meta(vocab_size: int) -> dict[str, Any]:
+    """A ``llava_mistral`` ``config.json`` at toy sizes (the released one: 4096 wide, 32 layers)."""
+    return {
+        "model_type": "llava_mistral", "architectures": ["LlavaMistralForCausalLM"], "vocab_size": vocab_size,
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "max_position_embeddings": 2048,
+        "sliding_window": None, "tie_word_embeddings": False, "image_aspect_ratio": "pad",
+        "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "mm_hidden_size": 64,
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+    }
