@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_run = sub.add_parser("run", help="generate, score and write results for one model on one task")
     _add_run_args(p_run)
+    p_run.add_argument("--launcher", choices=("none", "torchrun"), default="none",
+                       help="torchrun: start --nproc data-parallel ranks on this node (same as torchrun -m radbench run)")
+    p_run.add_argument("--nproc", type=int, default=1, help="ranks for --launcher torchrun")
 
     p_list = sub.add_parser("list", help="list registered models, tasks, datasets or metrics")
     p_list.add_argument("kind", choices=registry.KINDS)
@@ -119,9 +122,30 @@ def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: 
     Console(width=max(120, 30 + 26 * len(metric_ids))).print(table)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _without_launcher(argv: Sequence[str]) -> list[str]:
+    """The command line minus ``--launcher``/``--nproc``, for the ranks torchrun starts."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--launcher", "--nproc"):
+            skip = True
+        elif not arg.startswith(("--launcher=", "--nproc=")):
+            out.append(arg)
+    return out
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from radbench.runner import RunConfig, run
 
+    if args.launcher == "torchrun":
+        import subprocess
+
+        from radbench.distributed import torchrun_command
+
+        if args.nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+        return subprocess.run(torchrun_command(args.nproc, _without_launcher(argv))).returncode
     res = run(
         RunConfig(
             model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
@@ -129,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
         )
     )
-    if not args.quiet:
+    if res is not None and not args.quiet:  # only rank 0 of a distributed run has results
         print_results_table([(args.model, args.task, res)], f"radbench results ({args.output})")
     return 0
 
@@ -156,12 +180,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
             return cmd_list(args.kind)
         if args.command == "run":
-            return cmd_run(args)
+            return cmd_run(args, argv)
         if args.command == "score":
             return cmd_score(args)
         if args.command == "demo":

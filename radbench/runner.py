@@ -3,24 +3,30 @@
 The runner validates every name and argument before loading a model, generates only what the run
 directory does not already hold (resume is the default, keyed by content), writes each batch with
 fsync before asking for the next, and derives scores and results from the stored predictions.
+Under torchrun each rank generates its shard (see :mod:`radbench.distributed`) and rank 0 alone
+merges, scores and writes the results.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from radbench import images, registry, results, scoring
+from radbench import distributed, images, registry, results, scoring
 from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
 from radbench.store import RESULTS, SCORES, PredictionStore, RunLock, prediction_key, write_jsonl
-from radbench.tasks.base import Task, select_exemplars
+from radbench.tasks.base import Dataset, Task, select_exemplars
 from radbench.types import Prediction, Request, Sample, stable_hash
+
+TIMINGS = "timings.jsonl"
 
 
 @dataclass
@@ -38,6 +44,22 @@ class RunConfig:
     seed: int = 0
     metrics: str | None = None
     quiet: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything a run does, decided before the first generation."""
+
+    task: Task
+    dataset_name: str
+    dataset: Dataset
+    metric_ids: list[str]
+    samples: list[Sample]
+    pool: list[Sample]
+    adapter: Adapter
+    requests: list[Request]
+    keys: list[str]
+    trained_on: str
 
 
 def load_task(name: str, gen_kwargs: dict[str, Any] | None = None) -> Task:
@@ -76,9 +98,9 @@ def _generate_batch(adapter: Adapter, batch: list[Request]) -> list[tuple[str, s
     """
     try:
         outputs = adapter.generate(batch)
-    except SampleError:
+    except SampleError as exc:
         if len(batch) == 1:
-            raise
+            return [("", str(exc))]
         return [_generate_one(adapter, request) for request in batch]
     if len(outputs) != len(batch):
         raise RuntimeError(f"adapter {adapter.name!r} returned {len(outputs)} generations for {len(batch)} requests")
@@ -92,14 +114,18 @@ def _generate_one(adapter: Adapter, request: Request) -> tuple[str, str | None]:
         return "", str(exc)
 
 
-def run(config: RunConfig) -> dict[str, Any]:
-    # 1. Validate everything cheap before loading any model.
+def _validate(config: RunConfig) -> None:
     if config.shots < 0:
         raise UsageError(f"--shots must be >= 0, got {config.shots}")
     if config.limit is not None and config.limit <= 0:
         raise UsageError(f"--limit must be > 0, got {config.limit}")
     if config.batch_size is not None and config.batch_size <= 0:
         raise UsageError(f"--batch-size must be > 0, got {config.batch_size}")
+
+
+def plan(config: RunConfig, world: distributed.World) -> Plan:
+    """Resolve names, load the samples and the model, render every request (no generation yet)."""
+    _validate(config)
     task = load_task(config.task, config.gen_kwargs)
     adapter_cls = adapter_class(config.model)
     dataset_name = config.dataset or task.default_dataset
@@ -110,93 +136,164 @@ def run(config: RunConfig) -> dict[str, Any]:
     scoring.resolve_metrics(metric_ids)
     model_args = parse_model_args(config.model_args)
     trained_on = model_args.pop("trained_on", "unknown")
+    if "gpus_per_replica" in model_args:
+        gpus = distributed.check_gpus(world, int(model_args.pop("gpus_per_replica")))
+        model_args.setdefault("device_map", "auto")
+        model_args.setdefault("gpus", ",".join(map(str, gpus)))
+    elif world.distributed and "device" not in model_args and _cuda_available():
+        model_args["device"] = f"cuda:{world.local_rank}"
 
     samples = dataset.load(task.name, "test", config.data_root)
     if config.limit is not None:
         samples = samples[: config.limit]
     if not samples:
         raise UsageError(f"dataset {dataset_name!r} has no {task.name!r} test samples")
-    ids = Counter(s.id for s in samples)
-    duplicated = [i for i, c in ids.items() if c > 1]
+    duplicated = [i for i, c in Counter(s.id for s in samples).items() if c > 1]
     if duplicated:
         raise UsageError(f"dataset {dataset_name!r}: duplicate sample id {duplicated[0]!r}")
 
-    # 2. The model, and the exemplar split if few-shot prompts or a baseline need it.
     adapter = adapter_cls.from_args(**model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
     pool = dataset.load(task.name, "train", config.data_root) if wants_pool else []
     if wants_pool:
         adapter.observe_exemplars([task.render_exemplar(ex) for ex in pool])
     fingerprint = adapter.fingerprint()
-
     requests = [task.render(s, select_exemplars(s, pool, config.shots, config.seed)) for s in samples]
     keys = [prediction_key(s.id, r.prompt_hash(), fingerprint, r.gen_kwargs) for s, r in zip(samples, requests)]
+    return Plan(task, dataset_name, dataset, metric_ids, samples, pool, adapter, requests, keys, trained_on)
 
-    # 3. Generate what the run directory does not hold yet.
+
+def _cuda_available() -> bool:
+    """Only asked in distributed runs, so single-process CPU runs never import torch here."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _prefetch(requests: list[Request]) -> None:
+    """Read the next batch's images while the current batch generates (fills the OS page cache)."""
+    for ref in {img for r in requests for img in r.images}:
+        try:
+            images.resolve(ref).read_bytes()
+        except (OSError, SampleError):
+            pass  # the adapter's own read reports the problem for this sample
+
+
+def generate(
+    p: Plan, config: RunConfig, store: PredictionStore, work: list[int], files: distributed.RankFiles | None
+) -> tuple[int, float]:
+    """Generate the planned requests at ``work`` indices that the store lacks; return (count, seconds)."""
+    todo = [i for i in work if not store.done(p.keys[i])]
+    todo.sort(key=lambda i: (len(p.requests[i].images), len(_prompt_text(p.requests[i]))))
+    batch_size = min(config.batch_size or p.adapter.max_batch_size, p.adapter.max_batch_size)
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    fingerprint = p.adapter.fingerprint()
+    started = time.monotonic()
+    timings = config.output / TIMINGS
+    with Progress(len(todo), f"{config.model} on {p.task.name}", quiet=config.quiet) as progress, \
+            ThreadPoolExecutor(max_workers=1) as pool:
+        ahead: Future[None] | None = None
+        for n, batch in enumerate(batches):
+            if n + 1 < len(batches):
+                ahead = pool.submit(_prefetch, [p.requests[i] for i in batches[n + 1]])
+            t0 = time.monotonic()
+            outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
+            seconds = time.monotonic() - t0
+            store.append(
+                [
+                    Prediction(
+                        id=p.samples[i].id, key=p.keys[i], prediction=text, prompt=_prompt_text(p.requests[i]),
+                        prompt_hash=p.requests[i].prompt_hash(), images=_image_records(p.requests[i]),
+                        exemplar_ids=p.requests[i].exemplar_ids, gen_kwargs=p.requests[i].gen_kwargs,
+                        model_fingerprint=fingerprint, error=error,
+                    )
+                    for i, (text, error) in zip(batch, outputs)
+                ]
+            )
+            with open(timings, "a", encoding="utf-8") as fh:  # telemetry: O_APPEND lines, not fsynced
+                fh.write(json.dumps({"keys": [p.keys[i] for i in batch], "seconds": round(seconds, 6),
+                                     "rank": files.world.rank if files else 0}) + "\n")
+            if files is not None:
+                files.heartbeat()
+            progress.advance(len(batch))
+            if ahead is not None:
+                ahead.result()
+    return len(todo), time.monotonic() - started
+
+
+def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str, Any]) -> dict[str, Any]:
+    """Score the stored predictions in dataset order and write ``scores.jsonl`` and ``results.json``."""
+    store.finalize(p.keys)
+    records = [store.records[k] for k in p.keys]
+    scored = [
+        scoring.Scored(
+            ScoreInput(s.id, rec["prediction"] if rec.get("error") is None else "", s.references, s.options,
+                       s.answer_type, s.question, s.subset, s.metadata),
+            subset=s.subset, cluster=s.cluster_id, failed=rec.get("error") is not None,
+        )
+        for s, rec in zip(p.samples, records)
+    ]
+    report = scoring.score(scored, p.metric_ids, seed=config.seed)
+    write_jsonl(config.output / SCORES, report.records)
+    failed = {s.id: rec["error"] for s, rec in zip(p.samples, records) if rec.get("error") is not None}
+    provenance = {
+        "task": p.task.describe(),
+        "dataset": {"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
+                    "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit},
+        "model": {**p.adapter.describe(), "trained_on": p.trained_on},
+        "n_samples": len(p.samples),
+        "seed": config.seed,
+        "shots": config.shots,
+        "gen_kwargs": p.requests[0].gen_kwargs,
+        "prompt_hash": stable_hash([r.prompt_hash() for r in p.requests]),
+        "exemplar_manifest_hash": manifest_hash(p.pool) if p.pool else None,
+    }
+    failures = {"count": len(failed), "policy": "a failed sample is scored as an empty prediction and counted here",
+                "samples": failed}
+    out = results.build(report, provenance, failures, timing)
+    results.write(config.output / RESULTS, out)
+    return out
+
+
+def run(config: RunConfig) -> dict[str, Any] | None:
+    """Run one evaluation; returns the results on rank 0 (``None`` on other ranks)."""
+    world = distributed.current_world()
+    p = plan(config, world)
     config.output.mkdir(parents=True, exist_ok=True)
     lock = RunLock(config.output)
-    lock.acquire()
+    lock_error: UsageError | None = None
+    if world.is_main:
+        try:
+            lock.acquire()
+        except UsageError as exc:
+            lock_error = exc
+    # Every rank takes part in the handshake, so a rank-0 failure cannot leave the others waiting.
+    work_hash = stable_hash([p.keys, p.adapter.fingerprint()]) if lock_error is None else f"error:{lock_error}"
     try:
-        store = PredictionStore(config.output)
+        attempt = distributed.handshake(world, work_hash)
+    except UsageError:
+        if lock_error is not None:
+            raise lock_error from None
+        raise
+    if lock_error is not None:
+        raise lock_error
+    try:
+        files = distributed.RankFiles(config.output, world, attempt) if world.distributed else None
+        store = PredictionStore(config.output, files.part_path() if files else None)
         store.load()
-        todo = [(s, r, k) for s, r, k in zip(samples, requests, keys) if not store.done(k)]
-        todo.sort(key=lambda t: (len(t[1].images), len(_prompt_text(t[1]))))
-        batch_size = min(config.batch_size or adapter.max_batch_size, adapter.max_batch_size)
-        started = time.monotonic()
-        with Progress(len(todo), f"{config.model} on {task.name}", quiet=config.quiet) as progress:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                t0 = time.monotonic()
-                outputs = _generate_batch(adapter, [r for _, r, _ in chunk])
-                per_sample = (time.monotonic() - t0) / len(chunk)
-                store.append(
-                    [
-                        Prediction(
-                            id=s.id, key=k, prediction=text, prompt=_prompt_text(r), prompt_hash=r.prompt_hash(),
-                            images=_image_records(r), exemplar_ids=r.exemplar_ids, gen_kwargs=r.gen_kwargs,
-                            model_fingerprint=fingerprint, seconds=round(per_sample, 6), error=error,
-                        )
-                        for (s, r, k), (text, error) in zip(chunk, outputs)
-                    ]
-                )
-                progress.advance(len(chunk))
-        generation_seconds = time.monotonic() - started
-        store.compact()
-
-        # 4. Score from the store, in dataset order, and derive the results.
-        records = [store.records[k] for k in keys]
-        scored = [
-            scoring.Scored(
-                ScoreInput(s.id, rec["prediction"] if rec.get("error") is None else "", s.references, s.options,
-                           s.answer_type, s.question, s.subset, s.metadata),
-                subset=s.subset, cluster=s.cluster_id, failed=rec.get("error") is not None,
-            )
-            for s, rec in zip(samples, records)
-        ]
-        report = scoring.score(scored, metric_ids, seed=config.seed)
-        write_jsonl(config.output / SCORES, report.records)
-        failed = [(s.id, rec["error"]) for s, rec in zip(samples, records) if rec.get("error") is not None]
-        provenance = {
-            "task": task.describe(),
-            "dataset": {"name": dataset_name, "split": "test", "manifest_hash": manifest_hash(samples),
-                        "is_demo": bool(getattr(dataset, "is_demo", False)), "limit": config.limit},
-            "model": {**adapter.describe(), "trained_on": trained_on},
-            "n_samples": len(samples),
-            "seed": config.seed,
-            "shots": config.shots,
-            "gen_kwargs": requests[0].gen_kwargs,
-            "prompt_hash": stable_hash([r.prompt_hash() for r in requests]),
-            "exemplar_manifest_hash": manifest_hash(pool) if pool else None,
-        }
-        failures = {
-            "count": len(failed),
-            "policy": "a failed sample is scored as an empty prediction and counted here",
-            "samples": dict(failed),
-        }
-        timing = {"generation_seconds": round(generation_seconds, 3), "generated_now": len(todo),
-                  "resumed": len(samples) - len(todo)}
-        out = results.build(report, provenance, failures, timing)
-        results.write(config.output / RESULTS, out)
-        return out
+        work = distributed.shard(list(range(len(p.samples))), world)
+        generated, seconds = generate(p, config, store, work, files)
+        if files is not None:
+            files.mark_done(generated)
+            if not world.is_main:
+                return None
+            generated = files.wait_for_all()
+            store.load()  # every rank's part file, now complete
+            files.cleanup()
+        timing = {"generation_seconds": round(seconds, 3), "generated_now": generated,
+                  "resumed": len(p.samples) - generated, "world_size": world.size}
+        return finish(p, config, store, timing)
     finally:
         lock.release()

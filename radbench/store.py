@@ -84,6 +84,12 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, torn
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a log after its last newline; idempotent, so a crash here is harmless."""
+    data = path.read_bytes()
+    os.truncate(path, data.rfind(b"\n") + 1)
+
+
 class RunLock:
     """One writer per run directory; a lock left by a dead process on this host is taken over."""
 
@@ -122,12 +128,16 @@ class RunLock:
         if holder.get("host") != socket.gethostname():
             return True  # cannot check a process on another host: assume it is alive
         try:
-            os.kill(int(holder["pid"]), 0)
+            pid = int(holder["pid"])
+            os.kill(pid, 0)
         except (ProcessLookupError, ValueError, KeyError, TypeError):
             return False
         except PermissionError:
             return True
-        return True
+        try:  # a killed process nobody has reaped yet (a zombie) still answers kill(0)
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
 
     def release(self) -> None:
         if self.held:
@@ -136,35 +146,32 @@ class RunLock:
 
 
 class PredictionStore:
-    """Append-only ``predictions.jsonl`` with per-batch fsync and resume by content key."""
+    """Append-only prediction logs with per-batch fsync and resume by content key.
 
-    def __init__(self, directory: Path) -> None:
+    A single process appends to ``predictions.jsonl``. Under torchrun each rank appends to its own
+    part file (``write_path``); :meth:`load` reads the main log and every part file, whatever world
+    size wrote them, and :meth:`finalize` folds them into one canonical ``predictions.jsonl``.
+    """
+
+    def __init__(self, directory: Path, write_path: Path | None = None) -> None:
         self.directory = directory
         self.path = directory / PREDICTIONS
+        self.write_path = write_path or self.path
         self.records: dict[str, dict[str, Any]] = {}
-        self.torn_lines = 0
-        self.lines = 0
 
     def load(self) -> None:
-        records, self.torn_lines = read_jsonl(self.path)
-        self.lines = len(records)
-        for record in records:
-            if "key" not in record or "id" not in record:
-                raise UsageError(f"{self.path}: a record lacks 'key' or 'id'; not a radbench predictions file")
-            # A failed sample is retried on resume; the latest successful record wins.
-            if record.get("error") is None or record["key"] not in self.records:
-                self.records[record["key"]] = record
-        if self.torn_lines:
-            self.compact()
+        from radbench.distributed import part_files
 
-    def compact(self) -> None:
-        """Rewrite the log with one record per key (dropping a torn tail or superseded failures).
-
-        The rewrite is atomic, so a crash here leaves either the old log or the new one.
-        """
-        if self.lines != len(self.records) or self.torn_lines:
-            write_jsonl(self.path, self.records.values())
-            self.lines, self.torn_lines = len(self.records), 0
+        for path in [self.path, *part_files(self.directory)]:
+            records, torn = read_jsonl(path)
+            if torn and path == self.write_path:
+                _drop_torn_tail(path)  # so the next append starts on a fresh line
+            for record in records:
+                if "key" not in record or "id" not in record:
+                    raise UsageError(f"{path}: a record lacks 'key' or 'id'; not a radbench predictions file")
+                # A failed sample is retried on resume; a successful record is never replaced by a failure.
+                if record.get("error") is None or record["key"] not in self.records:
+                    self.records[record["key"]] = record
 
     def done(self, key: str) -> bool:
         record = self.records.get(key)
@@ -173,12 +180,30 @@ class PredictionStore:
     def append(self, predictions: list[Prediction]) -> None:
         if not predictions:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write_path.parent.mkdir(parents=True, exist_ok=True)
         payload = "".join(json.dumps(p.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for p in predictions)
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with open(self.write_path, "a", encoding="utf-8") as fh:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         for p in predictions:
             self.records[p.key] = p.to_json()
-        self.lines += len(predictions)
+
+    def finalize(self, order: list[str]) -> None:
+        """Rewrite ``predictions.jsonl`` with one record per key, in dataset order, then drop part files.
+
+        ``order`` lists this run's keys; records of other runs kept in the same folder (another
+        model fingerprint, other settings) follow, sorted by key, so nothing is ever lost. The
+        rewrite is atomic, and identical inputs give a byte-identical file, however the run was
+        interrupted, resumed or sharded.
+        """
+        from radbench.distributed import part_files
+
+        ours = set(order)
+        ordered = [self.records[k] for k in order if k in self.records]
+        ordered += [self.records[k] for k in sorted(self.records) if k not in ours]
+        text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in ordered)
+        if not self.path.exists() or self.path.read_text(encoding="utf-8") != text:
+            atomic_write_text(self.path, text)
+        for part in part_files(self.directory):
+            part.unlink(missing_ok=True)

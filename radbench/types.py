@@ -177,7 +177,11 @@ class Request:
 
 @dataclass
 class Prediction:
-    """One line of ``predictions.jsonl``: what a model produced for one sample, and how."""
+    """One line of ``predictions.jsonl``: what a model produced for one sample, and how.
+
+    Nothing time-dependent goes here (timings live in ``timings.jsonl``), so identical runs write
+    byte-identical prediction logs, however they were interrupted, resumed or sharded.
+    """
 
     id: str
     key: str
@@ -188,7 +192,6 @@ class Prediction:
     exemplar_ids: list[str]
     gen_kwargs: dict[str, Any]
     model_fingerprint: str
-    seconds: float
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -42,8 +42,10 @@ def test_run_writes_predictions_scores_and_results(tmp_path: Path) -> None:
         assert 0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1
         assert m["n"] == res["n_samples"]
     record = preds[0]
-    for key in ("prompt", "prompt_hash", "images", "exemplar_ids", "gen_kwargs", "model_fingerprint", "seconds"):
+    for key in ("prompt", "prompt_hash", "images", "exemplar_ids", "gen_kwargs", "model_fingerprint"):
         assert key in record
+    timed = {k for t in lines(tmp_path / "timings.jsonl") for k in t["keys"]}
+    assert timed == {p["key"] for p in preds}
     assert all(len(img["sha256"]) == 64 for p in preds for img in p["images"])
     assert res["model"]["name"] == "retrieval" and len(res["model"]["fingerprint"]) == 64
     assert res["dataset"]["is_demo"] is True
@@ -99,7 +101,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> Non
     want = json.loads((reference / RESULTS).read_text())
     assert got["timing"]["resumed"] == partial
     assert results_mod.comparable_view(got) == results_mod.comparable_view(want)
-    assert lines(killed / SCORES) == lines(reference / SCORES)
+    assert (killed / SCORES).read_bytes() == (reference / SCORES).read_bytes()
+    assert (killed / PREDICTIONS).read_bytes() == (reference / PREDICTIONS).read_bytes()
 
 
 def test_torn_last_line_is_dropped_and_regenerated(tmp_path: Path) -> None:
