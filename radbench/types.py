@@ -29,7 +29,10 @@ class ImageRef:
     ``path`` is relative to ``root`` unless absolute, or a ``pkg:`` URI naming a file that an
     installed package ships (``pkg:pydicom/CT_small.dcm``). ``index`` selects one scan inside a
     multi-scan file (RadFM's ``.npy`` holds ``(S, 3, H, W, D)``). ``loader`` is ``auto`` (by suffix)
-    or a name registered in :mod:`radbench.images`.
+    or a name registered in :mod:`radbench.images`. ``window`` is an intensity window applied when
+    the image is read (``lung``, ``-600,1500``, ``dicom``; see :func:`radbench.images.parse_window`);
+    it changes what a model sees, so it is part of the reference's identity. A relative path must
+    stay inside ``root`` unless ``allow_outside_root`` (the user's ``--allow-outside-root``).
     """
 
     path: str
@@ -37,6 +40,8 @@ class ImageRef:
     root: str | None = None
     index: int | None = None
     loader: str = "auto"
+    window: str | None = None
+    allow_outside_root: bool = False
 
     def ref_id(self) -> str:
         """A machine-independent identity: the path as written in the dataset, plus the scan index."""
@@ -48,6 +53,8 @@ class ImageRef:
             out["index"] = self.index
         if self.loader != "auto":
             out["loader"] = self.loader
+        if self.window is not None:
+            out["window"] = self.window
         return out
 
 
@@ -193,6 +200,10 @@ class Prediction:
     gen_kwargs: dict[str, Any]
     model_fingerprint: str
     error: str | None = None
+    # The sample's per-sample choices and structured reference parts (prompt template and image
+    # positions chosen, source file and row, rationale title/features), so a rescore or an audit of
+    # predictions.jsonl needs nothing else.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

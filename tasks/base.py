@@ -8,25 +8,105 @@ per-sample sampler, so adding or removing a sample never changes another sample'
 
 from __future__ import annotations
 
+import inspect
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Protocol, Sequence
 
 from radbench.errors import UsageError
 from radbench.types import ImageRef, Request, Sample, Segment, Turn, stable_hash
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a dataset: the user's data location, path rewrites, prompt files, strictness.
+
+    One object, so :meth:`Dataset.load` keeps one signature as options are added. ``image_roots``
+    holds ``(OLD, NEW)`` prefix rewrites (``--image-root OLD=NEW``) for the absolute paths published
+    files carry; ``prompts`` is a folder of RadFM prompt files, or ``radbench`` to use radbench's
+    own templates even when RadFM's files are found; ``seed`` picks RadFM templates and image
+    positions per sample in faithful mode.
+    """
+
+    data_root: str | None = None
+    image_roots: tuple[tuple[str, str], ...] = ()
+    prompts: str | None = None
+    strict: bool = False
+    allow_outside_root: bool = False
+    window: str | None = None
+    seed: int = 0
+
+    @staticmethod
+    def parse_image_roots(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """``OLD=NEW`` strings to pairs; a malformed one is a one-line error naming it."""
+        out = []
+        for item in items:
+            old, sep, new = item.partition("=")
+            if not sep or not old.strip() or not new.strip():
+                raise UsageError(f"--image-root {item!r}: expected OLD=NEW (a path prefix in the dataset files = a local folder)")
+            out.append((old.strip(), new.strip()))
+        return tuple(out)
+
+    def non_default(self) -> list[str]:
+        """Options other than ``data_root`` and ``seed`` that differ from their defaults."""
+        return [f.name for f in fields(self) if f.name not in ("data_root", "seed") and getattr(self, f.name) != f.default]
+
+
 class Dataset(Protocol):
-    """What a dataset reader provides; registered under ``radbench.datasets``."""
+    """What a dataset reader provides; registered under ``radbench.datasets``.
+
+    ``load`` may omit ``options`` (the original three-argument form): such a dataset only supports
+    ``--data-root``, and :func:`load_split` refuses the other data options for it instead of
+    silently ignoring them.
+    """
 
     name: str
     tasks: tuple[str, ...]
     description: str
     is_demo: bool
 
-    def load(self, task: str, split: str, data_root: str | None) -> list[Sample]:
+    def load(self, task: str, split: str, data_root: str | None, options: DataOptions | None = None) -> list[Sample]:
         """The samples of ``task`` in ``split`` (``test``, or ``train`` for few-shot exemplars)."""
         ...
+
+
+def load_split(dataset: Dataset, task: str, split: str, options: DataOptions) -> list[Sample]:
+    """Call ``dataset.load`` with the options when it accepts them (plugins may predate them)."""
+    params = inspect.signature(dataset.load).parameters
+    if "options" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dataset.load(task, split, options.data_root, options=options)
+    unsupported = options.non_default()
+    if unsupported:
+        names = ", ".join("--" + n.replace("_", "-") for n in unsupported)
+        raise UsageError(f"dataset {getattr(dataset, 'name', '?')!r} does not support {names}")
+    return dataset.load(task, split, options.data_root)
+
+
+def failed_row(sample: Sample) -> str | None:
+    """The reader's error for a sample whose row could not be read (it is never sent to a model)."""
+    return sample.metadata.get("error")
+
+
+def interleave(text: str, images: Sequence[ImageRef], positions: Sequence[int]) -> tuple[Segment, ...]:
+    """Place each image by a RadFM position (0 or a character count) in ``text``.
+
+    RadFM inserts an image *before* the character at ``max(position - 1, 0)``, so the position
+    ``len(text)`` lands before the last character ("...chest scan<image>?"); images sharing a place
+    keep their order. radbench reproduces this exactly; its own prompts use position 0 (images first).
+    """
+    slots: dict[int, list[ImageRef]] = {}
+    for image, position in zip(images, positions):
+        slots.setdefault(min(max(position - 1, 0), max(len(text) - 1, 0)), []).append(image)
+    segments: list[Segment] = []
+    start = 0
+    for loc in sorted(slots):
+        if text[start:loc]:
+            segments.append(Segment(text=text[start:loc]))
+        segments.extend(Segment(image=image) for image in slots[loc])
+        start = loc
+    if text[start:]:
+        segments.append(Segment(text=text[start:]))
+    return tuple(segments)
 
 
 @dataclass
@@ -46,11 +126,16 @@ class Task:
         return sample.question
 
     def query_segments(self, sample: Sample) -> tuple[Segment, ...]:
-        """Images first, then the text: one fixed, documented position for every image.
+        """The sample's prompt, as planned when its dataset was read, or images first, then text.
 
-        RadFM's loaders put each image at the start or the end of the question at random; a fixed
-        position makes prompts reproducible, and ``start`` is what the RadFM demo and Flamingo use.
+        Built-in datasets plan every sample's prompt (:mod:`radbench.tasks.templates`): the text and
+        each image's position, from RadFM's prompt files in faithful mode or radbench's own
+        templates. A dataset that plans nothing gets its context and question after its images:
+        one fixed position, which is what the RadFM demo and Flamingo use.
         """
+        plan = sample.metadata.get("prompt")
+        if plan:
+            return interleave(plan["text"], sample.images, plan["image_positions"])
         text = " ".join(part for part in (sample.context.strip(), self.question(sample).strip()) if part)
         return tuple(Segment(image=img) for img in sample.images) + (Segment(text=text),)
 
@@ -90,6 +175,7 @@ def select_exemplars(sample: Sample, pool: Sequence[Sample], shots: int, seed: i
         ex
         for ex in pool
         if ex.id != sample.id
+        and failed_row(ex) is None
         and not (sample.study_id and ex.study_id == sample.study_id)
         and not (sample.patient_id and ex.patient_id == sample.patient_id)
     ]
@@ -103,7 +189,3 @@ def select_exemplars(sample: Sample, pool: Sequence[Sample], shots: int, seed: i
     rng = random.Random(stable_hash([seed, sample.id]))
     ordered = sorted(candidates, key=lambda ex: ex.id)
     return rng.sample(ordered, shots)
-
-
-def image_refs(paths: Sequence[str], kind: str, root: str | None) -> tuple[ImageRef, ...]:
-    return tuple(ImageRef(path=p, kind=kind, root=root) for p in paths)  # type: ignore[arg-type]

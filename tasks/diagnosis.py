@@ -1,4 +1,8 @@
-"""Closed-set diagnosis: yes/no disease questions and modality recognition, scored by accuracy."""
+"""Closed-set diagnosis: yes/no disease questions and modality recognition, scored by accuracy.
+
+The public X-ray sets (chestxray, pcxr, mammo, spinexr) also carry RadFM's open diagnosis files,
+scored by normalised exact match against the label.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from radbench.tasks.base import Task
 
 class DiagnosisTask(Task):
     name = "diagnosis"
-    version = "1"
+    version = "2"
     description = "Closed-set diagnosis: balanced yes/no disease questions and modality recognition"
     default_dataset = "radbench"
     default_metrics = ("accuracy",)

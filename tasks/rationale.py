@@ -7,14 +7,15 @@ features can be summarized as follows.", then the feature list.
 from __future__ import annotations
 
 from radbench.tasks.base import Task
+from radbench.tasks.templates import FAMILIES
 from radbench.types import Sample
 
-RATIONALE_PROMPT = "What disease do these images show, and which radiographic features support the diagnosis?"
+RATIONALE_PROMPT = FAMILIES["rationale"].own
 
 
 class RationaleTask(Task):
     name = "rationale"
-    version = "1"
+    version = "2"
     description = "Rationale diagnosis: the diagnosis and its radiographic features"
     default_dataset = "radbench"
     default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL")

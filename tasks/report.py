@@ -1,21 +1,22 @@
 """Report generation: findings and impression for a study, given the patient's history.
 
-The question is the case's history (``pat``/``pre`` in RadFM's files, kept in ``context``) followed by
-radbench's own request for a report. RadFM's own prompt lists can be loaded from the user's copy of
-their files by the data issue's readers; radbench never ships them.
+The question is the case's history (``pat``/``pre`` in RadFM's files) followed by a request for a
+report: radbench's own, or one of RadFM's templates read from the user's copy of RadFM's prompt files
+(faithful mode, :mod:`radbench.tasks.templates`); radbench never ships RadFM's files.
 """
 
 from __future__ import annotations
 
 from radbench.tasks.base import Task
+from radbench.tasks.templates import FAMILIES
 from radbench.types import Sample
 
-REPORT_PROMPT = "Describe the findings and the impression of this study."
+REPORT_PROMPT = FAMILIES["report-scans"].own
 
 
 class ReportTask(Task):
     name = "report"
-    version = "1"
+    version = "2"
     description = "Radiology report generation (findings and impression)"
     default_dataset = "radbench"
     default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL")

@@ -11,7 +11,7 @@ from radbench.tasks.base import Task
 
 class VQATask(Task):
     name = "vqa"
-    version = "1"
+    version = "2"
     description = "Visual question answering on 2D and 3D studies (open and closed questions)"
     default_dataset = "radbench"
     default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "accuracy")

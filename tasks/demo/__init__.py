@@ -17,31 +17,36 @@ from pathlib import Path
 
 import numpy as np
 
-from radbench.errors import UsageError
+from radbench.tasks.base import DataOptions
 from radbench.tasks.datasets import radfm_files as rf
-from radbench.types import Sample
+from radbench.tasks.datasets.radfm import FileDataset, Part
 
 FILES = Path(__file__).with_name("files")
 DEMO_VERSION = "1"
 
-# task -> [(subset, reader, file stem, extra reader arguments)]
-LAYOUT: dict[str, list[tuple[str, rf.Reader, str, dict[str, object]]]] = {
-    "vqa": [
-        ("demo-cxr-vqa", rf.vqa_csv, "vqa2d_{split}.csv", {}),
-        ("demo-cxr-followup", rf.case_report_csv, "case_report_{split}.csv", {"figure_dir": "images"}),
-        ("demo-ct-vqa", rf.radio_vqa_csv, "radiology_vqa_{split}.csv", {}),
-    ],
-    "report": [
-        ("demo-cxr-report", rf.chestxray_csv, "mimic_caption_{split}.csv", {}),
-        ("demo-ct-report", rf.article_json, "radiology_article_npy_{split}.json", {}),
-    ],
-    "rationale": [
-        ("demo-ct-rationale", rf.article_json, "radiology_article_npy_{split}.json", {}),
-    ],
-    "diagnosis": [
-        ("demo-cxr-binary", rf.binary_csv, "chestxray_balance_{split}.csv", {}),
-        ("demo-modality", rf.modality_csv, "radio_modality_{split}.csv", {}),
-    ],
+
+def _files(stem: str) -> dict[str, tuple[str, ...]]:
+    return {split: (stem.format(split=split),) for split in ("test", "train")}
+
+
+LAYOUT: dict[str, tuple[Part, ...]] = {
+    "vqa": (
+        Part("demo-cxr-vqa", rf.vqa_csv, _files("vqa2d_{split}.csv"), "vqa"),
+        Part("demo-cxr-followup", rf.case_report_csv, _files("case_report_{split}.csv"), "case-report",
+             extra={"figure_dir": "images"}),
+        Part("demo-ct-vqa", rf.radio_vqa_csv, _files("radiology_vqa_{split}.csv"), "vqa"),
+    ),
+    "report": (
+        Part("demo-cxr-report", rf.chestxray_csv, _files("mimic_caption_{split}.csv"), "report-2d"),
+        Part("demo-ct-report", rf.article_report, _files("radiology_article_npy_{split}.json"), "report-scans"),
+    ),
+    "rationale": (
+        Part("demo-ct-rationale", rf.article_rationale, _files("radiology_article_npy_{split}.json"), "rationale"),
+    ),
+    "diagnosis": (
+        Part("demo-cxr-binary", rf.binary_csv, _files("chestxray_balance_{split}.csv"), "yes-no"),
+        Part("demo-modality", rf.modality_csv, _files("radio_modality_{split}.csv"), "modality", needs=("modalities",)),
+    ),
 }
 
 
@@ -87,23 +92,16 @@ def image_root() -> Path:
     return root
 
 
-class DemoDataset:
+class DemoDataset(FileDataset):
+    """The demo's files ship in the package and its images render into the cache: no --data-root."""
+
     name = "demo"
-    tasks = tuple(LAYOUT)
     description = "DEMO ONLY: synthetic phantoms + scans shipped by pydicom/nibabel, in RadFM's file formats"
+    layout = LAYOUT
     is_demo = True
 
-    def load(self, task: str, split: str, data_root: str | None = None) -> list[Sample]:
-        if task not in LAYOUT:
-            raise UsageError(f"dataset 'demo' has no task {task!r}; it covers {', '.join(LAYOUT)}")
-        if split not in ("test", "train"):
-            raise UsageError(f"dataset 'demo' has splits 'test' and 'train', not {split!r}")
-        root = str(image_root())
-        modalities = tuple(json.loads((FILES / "modality_set.json").read_text())["modality"])
-        samples: list[Sample] = []
-        for subset, reader, stem, extra in LAYOUT[task]:
-            kwargs = dict(extra)
-            if reader is rf.modality_csv:
-                kwargs["modalities"] = modalities
-            samples += reader(FILES / stem.format(split=split), root, self.name, subset, split, task, **kwargs)
-        return samples
+    def find(self, names: tuple[str, ...], options: DataOptions, what: str) -> Path:
+        return FILES / names[0]
+
+    def image_root(self, options: DataOptions) -> str | None:
+        return str(image_root())
