@@ -9,9 +9,12 @@ is also accepted wherever a registered name is, for code that is not packaged at
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from radbench.errors import UsageError
@@ -38,6 +41,17 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
     "datasets": {
         "demo": "radbench.tasks.demo:DemoDataset",
+        "radbench": "radbench.tasks.datasets.radfm:RadBench",
+        "vqa-rad": "radbench.tasks.datasets.radfm:VQARad",
+        "slake": "radbench.tasks.datasets.radfm:Slake",
+        "pmc-vqa": "radbench.tasks.datasets.radfm:PMCVQA",
+        "pmc-casereport": "radbench.tasks.datasets.radfm:PMCCaseReport",
+        "mimic-cxr": "radbench.tasks.datasets.radfm:MimicCXR",
+        "chestxray": "radbench.tasks.datasets.radfm:ChestXray",
+        "pcxr": "radbench.tasks.datasets.radfm:PCXR",
+        "mammo": "radbench.tasks.datasets.radfm:Mammo",
+        "spinexr": "radbench.tasks.datasets.radfm:SpineXR",
+        "radio-modality": "radbench.tasks.datasets.radfm:RadioModality",
     },
     "metrics": {
         "bleu": "radbench.metrics.bleu:Bleu",
@@ -121,6 +135,10 @@ def get(kind: str, name: str) -> Any:
     table = entries(kind)
     if name in table:
         return table[name].load()
+    if kind == "datasets" and ("/" in name or os.sep in name or Path(name).expanduser().exists()):
+        # A local folder (or its config file) holding a dataset without code: --dataset PATH.
+        user_dataset = load_target("radbench.tasks.datasets.user:UserDataset", "dataset folder")
+        return functools.partial(user_dataset, name)
     if ":" in name:
         return load_target(name, f"{kind[:-1]} {name!r}")
     singular = kind[:-1]
