@@ -45,6 +45,29 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", help="comma-separated metric ids (default: the task's)")
     p.add_argument("--output", required=True, type=Path, help="run directory; re-running resumes")
     p.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
+    _add_data_args(p)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """How the dataset is read; shared by run and validate, so validate checks what run will read."""
+    p.add_argument("--image-root", action="append", default=[], metavar="OLD=NEW",
+                   help="rewrite image paths starting with OLD (e.g. the authors' absolute prefix) to NEW; repeatable")
+    p.add_argument("--prompts", metavar="DIR",
+                   help="folder with RadFM's prompt files (faithful prompts), or 'radbench' for radbench's own "
+                        "templates (default: RadFM's files if found under --data-root, else radbench's)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad row or image with one line naming the file and row "
+                        "(default: record it as a failed sample and count it)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="let image paths resolve outside the data root (refused by default)")
+    p.add_argument("--window", help="intensity window for every image: lung, mediastinum, soft-tissue, liver, bone, "
+                                    "brain, subdural, stroke, dicom (the file's own) or CENTER,WIDTH")
+
+
+def _data_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options of a parsed command line, as RunConfig keyword arguments."""
+    return {"image_roots": tuple(args.image_root), "prompts": args.prompts, "strict": args.strict,
+            "allow_outside_root": args.allow_outside_root, "window": args.window}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--launcher", choices=("none", "torchrun"), default="none",
                        help="torchrun: start --nproc data-parallel ranks on this node (same as torchrun -m radbench run)")
     p_run.add_argument("--nproc", type=int, default=1, help="ranks for --launcher torchrun")
+
+    p_val = sub.add_parser("validate", help="readiness report of a dataset (files, rows, images); exit 1 if not ready")
+    p_val.add_argument("--task", required=True, help="vqa, report, rationale or diagnosis")
+    p_val.add_argument("--dataset", help="dataset name or folder (default: the task's default dataset)")
+    p_val.add_argument("--data-root", help="folder holding the dataset's files and images")
+    p_val.add_argument("--split", default="test", choices=("test", "train"), help="split to check (default test)")
+    p_val.add_argument("--seed", type=int, default=0, help="seed for faithful prompt choices (as in run)")
+    p_val.add_argument("--quick", action="store_true", help="check that images exist, without reading their pixels")
+    p_val.add_argument("--json", type=Path, help="also write the full report as JSON")
+    _add_data_args(p_val)
 
     p_list = sub.add_parser("list", help="list registered models, tasks, datasets or metrics")
     p_list.add_argument("kind", choices=registry.KINDS)
@@ -71,6 +104,37 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo = sub.add_parser("demo", help="run both baselines on every task of the embedded demo dataset")
     p_demo.add_argument("--output", type=Path, default=Path("runs/demo"))
     p_demo.add_argument("--quiet", action="store_true")
+
+    p_cmp = sub.add_parser("compare", help="paired bootstrap of NEW against BASE; exit 1 on a regression, 2 if incomparable")
+    p_cmp.add_argument("base", type=Path, help="run directory or results.json")
+    p_cmp.add_argument("new", type=Path, help="run directory or results.json")
+    p_cmp.add_argument("--metrics", help="comma-separated metric ids (default: every metric both runs have)")
+    p_cmp.add_argument("--min-effect", type=float, default=0.0,
+                       help="a significant drop counts as a regression only if larger than this (metric units, e.g. 0.01)")
+    p_cmp.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any metric regressed")
+    p_cmp.add_argument("--markdown", type=Path, help="also write a markdown summary (PR comment, CI step summary)")
+    p_cmp.add_argument("--json", type=Path, help="also write the comparison as JSON")
+    p_cmp.add_argument("--iterations", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p_cmp.add_argument("--seed", type=int, default=0)
+
+    p_sweep = sub.add_parser("sweep", help="run every checkpoint matching a glob and show metric trends with CIs")
+    _add_run_args(p_sweep)
+    p_sweep.add_argument("--checkpoints", required=True, help="glob of checkpoint paths, quoted (e.g. 'ckpt/step-*')")
+    p_sweep.add_argument("--checkpoint-arg", default="checkpoint", help="--model-args key that takes the path")
+    p_sweep.add_argument("--baseline", type=Path, help="checkpoint or run directory to compare with (default: first)")
+    p_sweep.add_argument("--min-effect", type=float, default=0.0, help="as for compare")
+    p_sweep.add_argument("--iterations", type=int, default=1000, help="bootstrap resamples (default 1000)")
+
+    p_lb = sub.add_parser("leaderboard", help="build leaderboard.json from runs, or render it as a static HTML page")
+    lb_sub = p_lb.add_subparsers(dest="leaderboard_command", required=True)
+    p_build = lb_sub.add_parser("build", help="rank comparable runs; refuse to mix incomparable ones")
+    p_build.add_argument("runs", type=Path, nargs="+", help="run directories, results files, or folders of runs")
+    p_build.add_argument("--output", type=Path, required=True)
+    p_build.add_argument("--allow-mixed", action="store_true", help="rank incomparable runs in separate groups")
+    p_build.add_argument("--title", help="page title (default: radbench leaderboard)")
+    p_html = lb_sub.add_parser("html", help="one self-contained HTML page (no network) from leaderboard.json")
+    p_html.add_argument("leaderboard", type=Path)
+    p_html.add_argument("--output", type=Path, required=True)
     return parser
 
 
@@ -151,11 +215,32 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
             model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
             limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
+            **_data_args(args),
         )
     )
     if res is not None and not args.quiet:  # only rank 0 of a distributed run has results
         print_results_table([(args.model, args.task, res)], f"radbench results ({args.output})")
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from radbench.runner import load_task
+    from radbench.tasks.base import DataOptions
+    from radbench.tasks.validate import render, validate
+
+    task = load_task(args.task)
+    name = args.dataset or task.default_dataset
+    dataset = registry.get("datasets", name)()
+    if task.name not in dataset.tasks:
+        raise UsageError(f"dataset {name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
+    options = DataOptions(args.data_root, DataOptions.parse_image_roots(args.image_root), args.prompts, args.strict,
+                          args.allow_outside_root, args.window, args.seed)
+    report = validate(dataset, task.name, options, args.split, read_pixels=not args.quick)
+    print(render(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0 if report.ready else 1
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -176,6 +261,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 quiet=args.quiet))
             rows.append((model, task, res))
     print_results_table(rows, f"radbench demo (DEMO DATA, NOT A BENCHMARK) -> {args.output}")
+    from radbench.leaderboard import build, html
+
+    board = args.output / "leaderboard.json"
+    build.build([args.output / f"{model}-{task}" for model, task, _ in rows], board,
+                title="radbench demo leaderboard (DEMO DATA, NOT A BENCHMARK)")
+    html.write(board, args.output / "index.html")
+    print(f"leaderboard: {board} and {args.output / 'index.html'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from radbench import compare
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    result = compare.compare_paths(args.base, args.new, metrics=metrics, min_effect=args.min_effect,
+                                   iterations=args.iterations, seed=args.seed)
+    compare.print_table(result)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(compare.to_markdown(result), encoding="utf-8")
+    if args.json:
+        compare.write_json(args.json, result)
+    code = result.exit_code(args.fail_on_regression)
+    if code == 2:
+        print(f"radbench: error: runs are not comparable: {result.incomparable[0]}", file=sys.stderr)
+    return code
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from radbench.runner import RunConfig
+    from radbench.sweep import print_trend, sweep
+
+    config = RunConfig(
+        model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
+        model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
+        limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
+    )
+    trend = sweep(config, args.checkpoints, args.checkpoint_arg, args.baseline, args.min_effect, args.iterations)
+    print_trend(trend)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from radbench.leaderboard import build, html
+
+    if args.leaderboard_command == "build":
+        board = build.build(args.runs, args.output, allow_mixed=args.allow_mixed, title=args.title)
+        entries = sum(len(g["entries"]) for g in board["groups"])
+        print(f"{args.output}: {entries} runs in {len(board['groups'])} groups")
+    else:
+        html.write(args.leaderboard, args.output)
+        print(f"{args.output}: written")
     return 0
 
 
@@ -189,8 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "score":
             return cmd_score(args)
+        if args.command == "validate":
+            return cmd_validate(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "leaderboard":
+            return cmd_leaderboard(args)
     except UsageError as exc:
         print(f"radbench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,188 @@
+"""``radbench compare``: exit codes 0/1/2, the paired bootstrap on real runs, and what it reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from radbench import compare
+from radbench.cli import main
+from radbench.leaderboard import schemas
+from radbench.runner import RunConfig, run
+from radbench.stats import cluster_draws
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both baselines on the demo's diagnosis, report and VQA tasks, plus a re-run of one."""
+    root = tmp_path_factory.mktemp("compare-runs")
+    out = {}
+    for model, task in [("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "report"),
+                        ("retrieval", "report"), ("retrieval", "vqa")]:
+        out[f"{model}-{task}"] = root / f"{model}-{task}"
+        run(RunConfig(model=model, task=task, dataset="demo", output=out[f"{model}-{task}"], quiet=True))
+    out["rerun"] = root / "rerun"
+    run(RunConfig(model="retrieval", task="report", dataset="demo", output=out["rerun"], quiet=True))
+    return out
+
+
+def _edit_results(src: Path, dst: Path, edit: Any) -> Path:
+    shutil.copytree(src, dst)
+    data = json.loads((dst / "results.json").read_text())
+    edit(data)
+    (dst / "results.json").write_text(json.dumps(data))
+    return dst
+
+
+def test_identical_rerun_exits_0_with_zero_differences(runs: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    md, js = tmp_path / "summary.md", tmp_path / "cmp.json"
+    code = main(["compare", str(runs["retrieval-report"]), str(runs["rerun"]), "--fail-on-regression",
+                 "--markdown", str(md), "--json", str(js)])
+    assert code == 0, capsys.readouterr()
+    report = json.loads(js.read_text())
+    schemas.validate(report, "compare")
+    assert report["comparable"] and not report["regression"]
+    assert {m["status"] for m in report["metrics"]} == {"not_significant"}
+    assert all(m["diff"] == 0 and m["p_value"] == 1 for m in report["metrics"])
+    assert "no significant regression" in md.read_text()
+
+
+def test_regression_exits_1_only_with_fail_on_regression(runs: dict[str, Path], tmp_path: Path) -> None:
+    base, new = str(runs["retrieval-diagnosis"]), str(runs["majority-diagnosis"])
+    md = tmp_path / "summary.md"
+    assert main(["compare", base, new]) == 0
+    assert main(["compare", base, new, "--fail-on-regression", "--markdown", str(md)]) == 1
+    text = md.read_text()
+    assert "▼ regression" in text and "| accuracy |" in text
+    assert text.startswith("### radbench compare: ▼ 1 significant regression")
+    # The reverse direction is an improvement: never a failure.
+    assert main(["compare", new, base, "--fail-on-regression"]) == 0
+
+
+def test_min_effect_tolerates_a_significant_but_small_drop(runs: dict[str, Path]) -> None:
+    base, new = compare.load_run(runs["retrieval-diagnosis"]), compare.load_run(runs["majority-diagnosis"])
+    strict = compare.compare(base, new)
+    (acc,) = strict.metrics
+    assert acc.status == "regression" and acc.ci_high < 0 and acc.p_value < 0.05
+    lenient = compare.compare(base, new, min_effect=abs(acc.diff) + 0.01)
+    assert lenient.metrics[0].status == "within_tolerance"
+    assert lenient.exit_code(fail_on_regression=True) == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda r: r["dataset"].update(manifest_hash="0" * 64), "dataset.manifest_hash"),
+        (lambda r: r["task"].update(version="99"), "task.version"),
+        (lambda r: r.update(prompt_hash="f" * 64), "prompt_hash"),
+        (lambda r: r.update(shots=3), "shots"),
+        (lambda r: r["gen_kwargs"].update(max_new_tokens=7), "gen_kwargs.max_new_tokens"),
+        (lambda r: r["metric_configs"]["bleu"].update(tokenizer="13a"), "metric_configs.bleu.tokenizer"),
+    ],
+    ids=["dataset-hash", "task-version", "prompt", "shots", "gen-kwargs", "metric-config"],
+)
+def test_incomparable_runs_exit_2_naming_the_difference(runs: dict[str, Path], tmp_path: Path, edit: Any,
+                                                        named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    other = _edit_results(runs["rerun"], tmp_path / "other", edit)
+    md = tmp_path / "summary.md"
+    code = main(["compare", str(runs["retrieval-report"]), str(other), "--fail-on-regression", "--markdown", str(md)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and f"runs are not comparable: {named}:" in err
+    assert "not comparable" in md.read_text() and named.replace("_", "\\_") in md.read_text()
+
+
+def test_metric_config_of_an_uncompared_metric_does_not_block(runs: dict[str, Path], tmp_path: Path) -> None:
+    other = _edit_results(runs["rerun"], tmp_path / "other",
+                          lambda r: r["metric_configs"]["rouge"].update(use_stemmer=False))
+    assert main(["compare", str(runs["retrieval-report"]), str(other), "--metrics", "bleu4"]) == 0
+    assert main(["compare", str(runs["retrieval-report"]), str(other)]) == 2
+
+
+def test_model_differences_are_notes_not_blockers(runs: dict[str, Path]) -> None:
+    result = compare.compare_paths(runs["majority-report"], runs["retrieval-report"])
+    assert not result.incomparable
+    assert any(n.startswith("model.name: majority (base) vs retrieval (new)") for n in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["{a}", "{missing}"], "no results.json"),
+        (["{a}", "{a}", "--metrics", "bleu9"], "unknown metric 'bleu9'"),
+        (["{a}", "{a}", "--metrics", "accuracy"], "'accuracy' is not in the base run"),
+        (["{a}", "{a}", "--min-effect", "-1"], "--min-effect"),
+        (["{a}", "{noscores}"], "no scores.jsonl"),
+        (["{a}", "{notresults}"], "not a radbench results file"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(runs: dict[str, Path], tmp_path: Path, args: list[str], needle: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    noscores = tmp_path / "noscores"
+    shutil.copytree(runs["rerun"], noscores)
+    (noscores / "scores.jsonl").unlink()
+    notresults = tmp_path / "notresults"
+    notresults.mkdir()
+    (notresults / "results.json").write_text('{"hello": 1}')
+    paths = {"a": runs["retrieval-report"], "missing": tmp_path / "nope", "noscores": noscores,
+             "notresults": notresults}
+    assert main(["compare", *[a.format(**paths) for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("radbench: error:") and needle in err and err.count("\n") == 1
+
+
+def test_bleu_difference_is_of_corpus_bleu(runs: dict[str, Path]) -> None:
+    """The reported Δ is the difference of the corpus scores in results.json, not of sentence BLEU means."""
+    base, new = compare.load_run(runs["majority-report"]), compare.load_run(runs["retrieval-report"])
+    result = compare.compare(base, new, metrics=["bleu4"])
+    expected = new.results["metrics"]["bleu4"]["value"] - base.results["metrics"]["bleu4"]["value"]
+    assert result.metrics[0].diff == pytest.approx(expected, abs=1e-12)
+    sentence_mean = (sum(r["bleu4"] for r in new.records) - sum(r["bleu4"] for r in base.records)) / len(base.records)
+    assert abs(result.metrics[0].diff - sentence_mean) > 1e-6
+
+
+def test_paired_resamples_are_clustered_by_patient(runs: dict[str, Path]) -> None:
+    """VQA asks several questions per image: resamples draw whole clusters from both runs alike."""
+    run_data = compare.load_run(runs["retrieval-vqa"])
+    clusters = [r["cluster"] for r in run_data.records]
+    assert len(set(clusters)) < len(clusters)
+    result = compare.compare(run_data, run_data, metrics=["accuracy"])
+    assert (result.shared, result.clusters) == (len(clusters), len(set(clusters)))
+    draws = cluster_draws(clusters, 50, 0)
+    for row in draws:
+        picked = [clusters[i] for i in row if i >= 0]
+        for cluster in set(picked):
+            size = clusters.count(cluster)
+            assert picked.count(cluster) % size == 0  # a cluster comes whole, never split
+
+
+def test_only_shared_samples_are_paired(runs: dict[str, Path], tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(runs["rerun"], partial)
+    lines = (partial / "scores.jsonl").read_text().splitlines()
+    (partial / "scores.jsonl").write_text("\n".join(lines[:-4]) + "\n")
+    result = compare.compare_paths(runs["retrieval-report"], partial)
+    assert result.shared == len(lines) - 4
+    assert any("4 samples only in base" in n for n in result.notes)
+
+
+def test_markdown_escapes_untrusted_text(runs: dict[str, Path], tmp_path: Path) -> None:
+    evil = _edit_results(runs["rerun"], tmp_path / "evil",
+                         lambda r: r["model"].update(name="<script>alert(1)</script> | `x` [l](javascript:x)"))
+    text = compare.to_markdown(compare.compare_paths(runs["retrieval-report"], evil))
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "\\[l\\](javascript" in text and "\\| \\`x\\`" in text  # no link, no column break
+
+
+def test_p_value_inverts_the_interval() -> None:
+    assert compare.bootstrap_p_value(np.zeros(999)) == 1.0
+    assert compare.bootstrap_p_value(np.full(999, -0.1)) == pytest.approx(2 / 1000)
+    shifted = np.linspace(-1, 1, 1001) + 0.97  # 2.0% of resamples at or below zero
+    assert compare.bootstrap_p_value(shifted) < 0.05 < compare.bootstrap_p_value(shifted - 0.02)
+
