@@ -1,14 +1,502 @@
-"""MedVInT-TD (PMC-CLIP + PMC-LLaMA with LoRA) adapter: registered name ``medvint``.
+"""MedVInT-TD (PMC-CLIP ResNet-50 trunk + 32-query transformer decoder + PMC-LLaMA with LoRA): ``medvint``.
 
-Start-up checks only for now (see :mod:`radbench.models.pending`); the architecture is built in its
-model-adapter issue.
+The released ``xmcmic/MedVInT-TD`` checkpoints (``VQA_lora_PMC_LLaMA_PMCCLIP/{choice,blank}/checkpoint-*/
+pytorch_model.bin``) are HF-Trainer state dicts of the authors' ``QA_model``: every weight, fp32,
+LoRA unmerged. radbench rebuilds ``QA_model`` with the same module names (model-adapters.md §5), so
+the keys load directly, and merges the LoRA pairs at load time (``W += alpha/r · B @ A``, alpha 32,
+r 8), so no ``peft`` is needed:
+
+* ``vision_model.{0..12}``: ``ModifiedResNet`` cut before ``layer4`` (``nn.Sequential(children[:-2])``):
+  the 3-conv stem, then ``layer1..layer3``; 1024 channels at stride 16, so a 512 px image gives
+  1024 visual tokens.
+* ``query_embed`` (32 queries) and ``decoder``: DETR's pre-norm ``TransformerDecoder``, 12 layers,
+  8 heads (``heads=``), then ``fc_l1 -> ReLU -> fc_l2`` to the LM width: 32 visual embeddings.
+* ``llamacasual.base_model.model.*``: the LLaMA-7B, built from the sizes of its own weights (or the
+  ``config.json`` beside the tokenizer); peft 0.2/0.3 key names (``q_proj.lora_A.weight``) and the
+  newer ones (``q_proj.base_layer.weight``, ``lora_A.default.weight``) are both accepted.
+
+The authors' inference (``test.py``, ``test_VQA_RAD.py``, ``Dataset/PMC_QA_Dataset.py``):
+
+* Image: RGB, ``Resize((512, 512), BICUBIC)`` (aspect not kept), ``ToTensor``, ImageNet mean/std.
+  3D studies: the middle axial slice (MedVInT is 2D-only).
+* The 32 visual embeddings come *before* BOS: ``[visual, <s>, prompt]``; no image token exists.
+* Open questions: ``"Question: {q}The Answer is:"``, greedy, 50 new tokens by default. The model
+  was trained to end answers with id 1 (the tokenizer's ``eos_token_id`` was set to 1), so both 1
+  and 2 stop generation.
+* Questions with answer options: ``"Question: {q}Choices: A:{o1} B:{o2}…The Answer is:"`` and one
+  forward pass; the answer is read from the next-token logits of the option letters, and the
+  option's text is returned. The authors instead took the last character of the unrestricted argmax
+  and matched it to the options with ``difflib``; restricting to the letters gives the same letter
+  whenever theirs was a letter, and never an unparseable answer. ``mode=open`` generates instead
+  (the authors' VQA-RAD/SLAKE protocol for closed questions with the ``blank`` checkpoint).
+
+Not the authors' setup: several images give one 32-token prefix each, in order; a request without
+images has no prefix (the authors' ``no_image`` ablation); exemplar turns are ignored (MedVInT has
+no few-shot format: one visual prefix, one question).
 """
 
 from __future__ import annotations
 
-from radbench.models.pending import PendingCheckpointAdapter
+import copy
+import json
+import re
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from radbench import images
+from radbench.errors import SampleError, UsageError
+from radbench.models import hf
+from radbench.models.base import Adapter, file_fingerprint
+from radbench.types import Request, stable_hash
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MAX_NEW_TOKENS = 50  # generate_long_sentence
+EOS_IDS = (1, 2)  # trained with eos_token_id=1 appended; 2 is LLaMA's own
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LM_PREFIX = "llamacasual.base_model.model."
+ARGS = ("checkpoint", "tokenizer_path", "heads", "lora_alpha", "mode", "dtype", "device", "preset", "seed",
+        "batch_size", "full_fingerprint")
+# Saved by transformers 4.28 as buffers; recomputed by today's LlamaRotaryEmbedding.
+STALE_KEYS = (r".*rotary_emb\.inv_freq$",)
 
 
-class MedVInTAdapter(PendingCheckpointAdapter):
+# -- the architecture, with the authors' module names ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MedVInTConfig:
+    """Sizes of every part; :meth:`released` is the checkpoint's, :meth:`tiny` the test preset's."""
+
+    resnet_layers: tuple[int, ...] = (3, 4, 6)  # layer4 is cut off
+    resnet_width: int = 64
+    image_size: int = 512
+    queries: int = 32
+    decoder_layers: int = 12
+    decoder_heads: int = 8
+    decoder_ff: int = 1024
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    rms_norm_eps: float = 1e-6
+
+    @property
+    def features(self) -> int:
+        """Channels out of ``layer3`` (1024 for the released ResNet-50 width 64)."""
+        return self.resnet_width * 16
+
+    @classmethod
+    def tiny(cls, vocab_size: int) -> "MedVInTConfig":
+        return cls(resnet_layers=(1, 1, 1), resnet_width=8, image_size=64, queries=4, decoder_layers=1,
+                   decoder_heads=2, decoder_ff=32, vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                   num_hidden_layers=2, num_attention_heads=4)
+
+    def lm_config(self) -> Any:
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                           intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
+                           num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_attention_heads,
+                           rms_norm_eps=self.rms_norm_eps, max_position_embeddings=2048, bos_token_id=1,
+                           eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+
+
+class Bottleneck(nn.Module):
+    """PMC-CLIP's anti-aliased bottleneck (an avgpool before strided convolutions)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return self.relu3(out + identity)
+
+
+def resnet_trunk(layers: Sequence[int], width: int) -> nn.Sequential:
+    """``ModifiedResNet`` children up to ``layer3``, as ``nn.Sequential(*children[:-2])`` numbers them."""
+    stem = [
+        nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True),
+        nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True),
+        nn.Conv2d(width // 2, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.AvgPool2d(2),
+    ]
+    blocks: list[nn.Module] = []
+    inplanes = width
+    for index, (planes, count) in enumerate(zip((width, width * 2, width * 4), layers)):
+        stage = [Bottleneck(inplanes, planes, 1 if index == 0 else 2)]
+        inplanes = planes * Bottleneck.expansion
+        stage += [Bottleneck(inplanes, planes) for _ in range(1, count)]
+        blocks.append(nn.Sequential(*stage))
+    return nn.Sequential(*stem, *blocks)
+
+
+class DecoderLayer(nn.Module):
+    """DETR's ``TransformerDecoderLayer`` with ``normalize_before=True`` (``forward_pre``), eval mode."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.1)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.1)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        q = self.norm1(tgt)
+        tgt = tgt + self.self_attn(q, q, value=q, need_weights=False)[0]
+        q = self.norm2(tgt)
+        tgt = tgt + self.multihead_attn(query=q, key=memory, value=memory, need_weights=False)[0]
+        return tgt + self.linear2(F.relu(self.linear1(self.norm3(tgt))))
+
+
+class QueryDecoder(nn.Module):
+    def __init__(self, layer: DecoderLayer, num_layers: int, d_model: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            tgt = layer(tgt, memory)
+        return self.norm(tgt)
+
+
+class MedVInTModel(nn.Module):
+    """``QA_model`` with the PMC-CLIP vision module; the LM is ``lm`` (``llamacasual.base_model.model``)."""
+
+    def __init__(self, cfg: MedVInTConfig) -> None:
+        super().__init__()
+        from transformers import LlamaForCausalLM
+
+        self.cfg = cfg
+        self.vision_model = resnet_trunk(cfg.resnet_layers, cfg.resnet_width)
+        self.query_embed = nn.Embedding(cfg.queries, cfg.features)
+        self.decoder = QueryDecoder(DecoderLayer(cfg.features, cfg.decoder_heads, cfg.decoder_ff), cfg.decoder_layers,
+                                    cfg.features)
+        self.fc_l1 = nn.Linear(cfg.features, cfg.features)
+        self.fc_l2 = nn.Linear(cfg.features, cfg.hidden_size)
+        self.lm = LlamaForCausalLM(cfg.lm_config())
+
+    def visual_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, queries, hidden)``, the prefix put before BOS."""
+        feats = self.vision_model(pixels).flatten(2).permute(2, 0, 1)  # (patches, B, d), sequence-first
+        queries = self.query_embed.weight[:, None, :].expand(-1, pixels.shape[0], -1)
+        out = self.decoder(queries, feats).transpose(0, 1)
+        return self.fc_l2(F.relu(self.fc_l1(out)))
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def convert_state_dict(state: Mapping[str, torch.Tensor], lora_alpha: float) -> tuple[dict[str, torch.Tensor], int]:
+    """Released keys -> this module's keys, LoRA merged; returns the state and the number of merges.
+
+    ``llamacasual.base_model.model.X`` -> ``lm.X``; each ``P.lora_A``/``P.lora_B`` pair is folded
+    into ``P.weight`` as ``W + (alpha / r) · B @ A`` (r = rows of A) in fp32, then cast back.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.replace(".base_layer.", ".").replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+        renamed["lm." + key[len(LM_PREFIX):] if key.startswith(LM_PREFIX) else key] = value
+    out = {k: v for k, v in renamed.items() if ".lora_A." not in k and ".lora_B." not in k}
+    merged = 0
+    for key in [k for k in renamed if k.endswith(".lora_A.weight")]:
+        base = key[: -len(".lora_A.weight")]
+        a, b = renamed[key], renamed.get(base + ".lora_B.weight")
+        target = base + ".weight"
+        if b is None or target not in out:
+            raise UsageError(f"model 'medvint': LoRA pair {base} is incomplete (lora_B or the base weight is missing)")
+        delta = (lora_alpha / a.shape[0]) * (b.float() @ a.float())
+        out[target] = (out[target].float() + delta).to(out[target].dtype)
+        merged += 1
+    return out, merged
+
+
+def config_from_state(state: Mapping[str, torch.Tensor], heads: int, lm_json: Mapping[str, Any]) -> MedVInTConfig:
+    """The released architecture's sizes, read off the (converted) weights.
+
+    The Q-former's head count is not visible in the weights (``heads=``, the authors' default 8);
+    the LM's comes from ``config.json`` beside the tokenizer when there is one, else LLaMA's
+    128-wide heads.
+    """
+    try:
+        width = state["vision_model.6.weight"].shape[0]
+        embed = state["lm.model.embed_tokens.weight"]
+        queries, features = state["query_embed.weight"].shape
+    except KeyError as exc:
+        raise UsageError(f"model 'medvint': the checkpoint lacks {exc.args[0]} (is it a MedVInT-TD PMC-CLIP checkpoint?)") from None
+    if "vision_model.vision_model.embeddings.patch_embedding.weight" in state:
+        raise UsageError("model 'medvint': this is a CLIP-vision MedVInT checkpoint; radbench supports the PMC-CLIP release")
+
+    def count(pattern: str) -> int:
+        return 1 + max((int(m.group(1)) for k in state if (m := re.match(pattern, k))), default=-1)
+
+    if features != width * 16:
+        raise UsageError(f"model 'medvint': query_embed is {features} wide but the ResNet trunk gives {width * 16} channels")
+    hidden = embed.shape[1]
+    return MedVInTConfig(
+        resnet_layers=tuple(count(rf"vision_model\.{i}\.(\d+)\.") for i in (10, 11, 12)),
+        resnet_width=width,
+        queries=queries,
+        decoder_layers=count(r"decoder\.layers\.(\d+)\."),
+        decoder_heads=heads,
+        decoder_ff=state["decoder.layers.0.linear1.weight"].shape[0],
+        vocab_size=embed.shape[0],
+        hidden_size=hidden,
+        intermediate_size=state["lm.model.layers.0.mlp.gate_proj.weight"].shape[0],
+        num_hidden_layers=count(r"lm\.model\.layers\.(\d+)\."),
+        num_attention_heads=int(lm_json.get("num_attention_heads", hidden // 128)),
+        rms_norm_eps=float(lm_json.get("rms_norm_eps", 1e-6)),
+    )
+
+
+# -- preprocessing and prompts -----------------------------------------------------------------------
+
+
+def preprocess(arr: np.ndarray, size: int, name: str = "") -> np.ndarray:
+    """``Resize((size, size), BICUBIC)`` of the RGB image, ``ToTensor``, ImageNet normalisation."""
+    from PIL import Image
+
+    unit = hf.unit_range(arr, name)
+    if unit.ndim == 4:
+        unit = hf.middle_slice(unit)
+    image = hf.to_pil(hf.rgb(unit, name)).resize((size, size), Image.BICUBIC)
+    out = np.asarray(image, dtype=np.float32) / 255.0
+    out = (out - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+    return out.transpose(2, 0, 1).copy()
+
+
+def question_text(request: Request) -> str:
+    return "".join(s.text or "" for s in request.query.segments if s.image is None).strip()
+
+
+def render_prompt(request: Request, choice: bool) -> str:
+    """The authors' test prompts; options are lettered ``" A:…"`` and joined without separators."""
+    question = question_text(request)
+    if not choice:
+        return f"Question: {question}The Answer is:"
+    if len(request.options) > len(LETTERS):
+        raise SampleError(f"{len(request.options)} answer options; MedVInT's letters go to {LETTERS[-1]}")
+    choices = "".join(f" {LETTERS[i]}:{option}" for i, option in enumerate(request.options))
+    return f"Question: {question}Choices:{choices}The Answer is:"
+
+
+def letter_continuations(tokenizer: Any, prompt_ids: Sequence[int], prompt: str, count: int) -> tuple[list[int], list[int]]:
+    """Tokens shared by every ``" A"``…continuation after the prompt, and each letter's first own token.
+
+    With LLaMA's vocabulary ``▁A``… are single pieces, so the shared part is empty and the letters are
+    scored at the prompt's last position, as the authors read them. A vocabulary without those pieces
+    (the tiny preset) first needs the shared ``▁``.
+    """
+    continuations = []
+    for letter in LETTERS[:count]:
+        ids = tokenizer(prompt + " " + letter)["input_ids"]
+        shared = 0
+        while shared < min(len(ids), len(prompt_ids)) and ids[shared] == prompt_ids[shared]:
+            shared += 1
+        continuations.append(ids[shared:])
+    common: list[int] = []
+    while all(len(c) > len(common) + 1 for c in continuations) and len({c[len(common)] for c in continuations}) == 1:
+        common.append(continuations[0][len(common)])
+    firsts = [c[len(common)] for c in continuations]
+    if len(set(firsts)) != len(firsts):
+        raise SampleError("the tokenizer does not give the option letters distinct tokens")
+    return common, firsts
+
+
+# -- the adapter --------------------------------------------------------------------------------------
+
+
+class MedVInTAdapter(Adapter):
+    """MedVInT-TD behind ``generate()``; see the module docstring for what is the authors' and what not."""
+
     name = "medvint"
-    expected_files = ("pytorch_model.bin",)
+    version = "1"
+
+    def __init__(self, model: MedVInTModel, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+                 fingerprint: str, source: dict[str, Any], max_batch_size: int, mode: str = "auto") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = model.cfg
+        self.device = device
+        self.dtype = dtype
+        self._fingerprint = fingerprint
+        self.source = source
+        self.max_batch_size = max_batch_size
+        self.mode = mode
+        self._step = hf.hf_step(model.lm)
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> "MedVInTAdapter":
+        hf.check_model_args(cls.name, model_args, ARGS)
+        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
+        device = hf.parse_device(cls.name, model_args.get("device"))
+        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
+        mode = model_args.get("mode", "auto")
+        if mode not in ("auto", "open"):
+            raise UsageError(f"model 'medvint': mode={mode!r}; use auto (options scored by logits) or open")
+        preset = model_args.get("preset")
+        if preset:
+            if preset != "tiny-random":
+                raise UsageError(f"model 'medvint': preset={preset!r} is unknown (the only preset is tiny-random)")
+            seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed, mode=mode)
+        if "seed" in model_args:
+            raise UsageError("model 'medvint': seed= applies only to preset=tiny-random")
+        return cls.from_checkpoint(model_args, device, dtype, batch, mode)
+
+    @classmethod
+    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                    max_batch_size: int = 4, seed: int = 0, mode: str = "auto") -> "MedVInTAdapter":
+        """The same architecture at toy sizes (§7.5: ResNet width 8, 4 queries, 64-wide LLaMA), seeded."""
+        from radbench.models import tiny
+
+        tokenizer = tiny.tiny_llama_tokenizer(cls.name)
+        cfg = MedVInTConfig.tiny(len(tokenizer))
+        with tiny.seeded(seed):
+            model = MedVInTModel(cfg)
+            randomize_batchnorm(model)
+        model.to(device=device, dtype=dtype)
+        fingerprint = tiny.tiny_fingerprint(cls.name, asdict(cfg), seed)
+        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
+                   max_batch_size, mode)
+
+    @classmethod
+    def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
+                        max_batch_size: int, mode: str) -> "MedVInTAdapter":
+        """``checkpoint=`` a MedVInT-TD ``pytorch_model.bin`` (or its folder); ``tokenizer_path=`` PMC-LLaMA's tokenizer."""
+        expected = "MedVInT-TD's pytorch_model.bin (xmcmic/MedVInT-TD, VQA_lora_PMC_LLaMA_PMCCLIP/<choice|blank>/checkpoint-*)"
+        ckpt = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
+        weights = hf.find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "model.safetensors"), expected)
+        tok_dir = hf.require_file(cls.name, "tokenizer_path", model_args.get("tokenizer_path"),
+                                  "the PMC-LLaMA (LLaMA-1) tokenizer folder with tokenizer.model")
+        tok_dir = tok_dir if tok_dir.is_dir() else tok_dir.parent
+        tokenizer = hf.load_llama_tokenizer(cls.name, tok_dir)
+        lm_json_path = tok_dir / "config.json"
+        lm_json = json.loads(lm_json_path.read_text()) if lm_json_path.is_file() else {}
+        heads = hf.parse_int(cls.name, "heads", model_args.get("heads"), 8)
+        try:
+            alpha = float(model_args.get("lora_alpha", "32"))
+        except ValueError:
+            raise UsageError(f"model 'medvint': lora_alpha={model_args['lora_alpha']!r} is not a number") from None
+        state, merged = convert_state_dict(hf.load_state_dict(weights, cls.name), alpha)
+        cfg = config_from_state(state, heads, lm_json)
+        if cfg.vocab_size != len(tokenizer):
+            raise UsageError(f"model 'medvint': the checkpoint has {cfg.vocab_size} token rows, the tokenizer in "
+                             f"{tok_dir} {len(tokenizer)}")
+        with hf.fast_init(device, dtype):
+            model = MedVInTModel(cfg)
+        report = hf.load_checked(model, state, model=cls.name, source=weights, stale=STALE_KEYS)
+        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
+        files = [weights, tok_dir / "tokenizer.model"] + ([lm_json_path] if lm_json else [])
+        fingerprint = stable_hash([cls.name, file_fingerprint(files, full=full), heads, alpha, hf.DTYPE_NAMES[dtype]])
+        source = {"checkpoint": str(weights), "tokenizer_path": str(tok_dir), "lora_pairs_merged": merged,
+                  "keys": report.to_json()}
+        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, mode)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "dtype": hf.DTYPE_NAMES[self.dtype],
+            "device": str(self.device),
+            "source": self.source,
+            "mode": self.mode,
+            "decoding": {"greedy": True, "eos_token_id": list(EOS_IDS), "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+                         "options": "next-token logits of the option letters" if self.mode == "auto" else "generated"},
+            "preprocessing": f"Resize(({self.cfg.image_size}, {self.cfg.image_size}), BICUBIC), ImageNet mean/std; "
+                             "3D: middle axial slice",
+        }
+
+    def prefix(self, request: Request) -> torch.Tensor:
+        """The request's visual embeddings, ``(queries × images, hidden)`` (empty without images)."""
+        refs = request.query.images
+        if not refs:
+            return torch.zeros((0, self.cfg.hidden_size), device=self.device, dtype=self.dtype)
+        pixels = np.stack([preprocess(images.load(r), self.cfg.image_size, r.path) for r in refs])
+        visual = self.model.visual_tokens(torch.from_numpy(pixels).to(self.device, self.dtype))
+        return visual.reshape(-1, visual.shape[-1])
+
+    def embed(self, request: Request, ids: Sequence[int]) -> torch.Tensor:
+        tokens = self.model.lm.get_input_embeddings()(torch.tensor(list(ids), device=self.device))
+        return torch.cat([self.prefix(request), tokens])
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        out: list[str] = [""] * len(requests)
+        choice = [i for i, r in enumerate(requests) if r.options and self.mode == "auto"]
+        open_ = [i for i in range(len(requests)) if i not in choice]
+        if choice:
+            for i, answer in zip(choice, self._choose([requests[i] for i in choice])):
+                out[i] = answer
+        if open_:
+            for i, answer in zip(open_, self._generate_open([requests[i] for i in open_])):
+                out[i] = answer
+        return out
+
+    def _generate_open(self, requests: Sequence[Request]) -> list[str]:
+        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        embeds = [self.embed(r, self.tokenizer(render_prompt(r, choice=False))["input_ids"]) for r in requests]
+        inputs_embeds, mask = hf.left_pad_embeds(embeds)
+        new_tokens = hf.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                        max_new_tokens=limits, eos_token_ids=list(EOS_IDS), pad_token_id=0)
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
+
+    def _choose(self, requests: Sequence[Request]) -> list[str]:
+        """One forward pass per batch; each request's option whose letter has the highest logit."""
+        embeds, letters = [], []
+        for request in requests:
+            prompt = render_prompt(request, choice=True)
+            ids = self.tokenizer(prompt)["input_ids"]
+            common, firsts = letter_continuations(self.tokenizer, ids, prompt, len(request.options))
+            embeds.append(self.embed(request, list(ids) + common))
+            letters.append(firsts)
+        inputs_embeds, mask = hf.left_pad_embeds(embeds)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model.lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
+                               logits_to_keep=1).logits[:, -1, :].float()
+        return [r.options[int(logits[row, ids].argmax())] for row, (r, ids) in enumerate(zip(requests, letters))]
+
+
+def randomize_batchnorm(model: nn.Module) -> None:
+    """Give the tiny model's BatchNorm layers non-trivial running statistics, as trained ones have."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
