@@ -23,7 +23,8 @@ from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
 from radbench.store import RESULTS, SCORES, PredictionStore, RunLock, prediction_key, write_jsonl
-from radbench.tasks.base import Dataset, Task, select_exemplars
+from radbench.tasks.base import DataOptions, Dataset, Task, failed_row, load_split, select_exemplars
+from radbench.tasks.templates import PromptLibrary
 from radbench.types import Prediction, Request, Sample, stable_hash
 
 TIMINGS = "timings.jsonl"
@@ -44,6 +45,17 @@ class RunConfig:
     seed: int = 0
     metrics: str | None = None
     quiet: bool = False
+    # How the dataset is read (radbench.tasks.base.DataOptions): --image-root OLD=NEW rewrites,
+    # --prompts DIR|radbench, --strict, --allow-outside-root, --window.
+    image_roots: Sequence[str] = ()
+    prompts: str | None = None
+    strict: bool = False
+    allow_outside_root: bool = False
+    window: str | None = None
+
+    def data_options(self) -> DataOptions:
+        return DataOptions(self.data_root, DataOptions.parse_image_roots(self.image_roots), self.prompts, self.strict,
+                           self.allow_outside_root, self.window, self.seed)
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Plan:
     requests: list[Request]
     keys: list[str]
     trained_on: str
+    options: DataOptions = field(default_factory=DataOptions)
 
 
 def load_task(name: str, gen_kwargs: dict[str, Any] | None = None) -> Task:
@@ -87,8 +100,31 @@ def _prompt_text(request: Request) -> str:
     return "\n".join(parts)
 
 
-def _image_records(request: Request) -> list[dict[str, Any]]:
-    return [{**ref.to_json(), "sha256": images.file_sha256(ref)} for ref in request.images]
+def _preprocessing(adapter: Adapter) -> images.Preprocess | None:
+    """The image preprocessing an adapter declares (``preprocessing`` attribute), if any."""
+    spec = getattr(adapter, "preprocessing", None)
+    return spec if isinstance(spec, images.Preprocess) else None
+
+
+def _image_records(request: Request, spec: images.Preprocess | None = None) -> list[dict[str, Any]]:
+    """Reference, file hash, and (for a declared preprocessing) the slices a 2D model gets of a volume."""
+    return [{**ref.to_json(), "sha256": images.file_sha256(ref), **(images.describe_input(ref, spec) if spec else {})}
+            for ref in request.images]
+
+
+def _check_images(samples: Sequence[Sample]) -> None:
+    """--strict: every image exists inside its root before any model loads; else one line naming the row."""
+    for sample in samples:
+        for ref in sample.images:
+            try:
+                images.check(ref)
+            except SampleError as exc:
+                raise UsageError(f"{sample.metadata.get('source', sample.id)}: {exc}") from None
+
+
+def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Sample metadata as stored in predictions.jsonl (a plugin's odd value becomes its string)."""
+    return json.loads(json.dumps(metadata, default=str))
 
 
 def _generate_batch(adapter: Adapter, batch: list[Request]) -> list[tuple[str, str | None]]:
@@ -132,7 +168,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     dataset = registry.get("datasets", dataset_name)()
     if task.name not in dataset.tasks:
         raise UsageError(f"dataset {dataset_name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
-    metric_ids = scoring.parse_metric_list(config.metrics, task.default_metrics)
+    metric_ids = scoring.parse_metric_list(config.metrics, getattr(dataset, "default_metrics", None) or task.default_metrics)
     scoring.resolve_metrics(metric_ids)
     model_args = parse_model_args(config.model_args)
     trained_on = model_args.pop("trained_on", "unknown")
@@ -143,7 +179,8 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     elif world.distributed and "device" not in model_args and _cuda_available():
         model_args["device"] = f"cuda:{world.local_rank}"
 
-    samples = dataset.load(task.name, "test", config.data_root)
+    options = config.data_options()
+    samples = load_split(dataset, task.name, "test", options)
     if config.limit is not None:
         samples = samples[: config.limit]
     if not samples:
@@ -154,13 +191,15 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
 
     adapter = adapter_cls.from_args(**model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
-    pool = dataset.load(task.name, "train", config.data_root) if wants_pool else []
+    pool = load_split(dataset, task.name, "train", options) if wants_pool else []
+    if options.strict:
+        _check_images(samples + pool)
     if wants_pool:
-        adapter.observe_exemplars([task.render_exemplar(ex) for ex in pool])
+        adapter.observe_exemplars([task.render_exemplar(ex) for ex in pool if failed_row(ex) is None])
     fingerprint = adapter.fingerprint()
     requests = [task.render(s, select_exemplars(s, pool, config.shots, config.seed)) for s in samples]
     keys = [prediction_key(s.id, r.prompt_hash(), fingerprint, r.gen_kwargs) for s, r in zip(samples, requests)]
-    return Plan(task, dataset_name, dataset, metric_ids, samples, pool, adapter, requests, keys, trained_on)
+    return Plan(task, dataset_name, dataset, metric_ids, samples, pool, adapter, requests, keys, trained_on, options)
 
 
 def _cuda_available() -> bool:
@@ -188,8 +227,22 @@ def generate(
     todo = [i for i in work if not store.done(p.keys[i])]
     todo.sort(key=lambda i: (len(p.requests[i].images), len(_prompt_text(p.requests[i]))))
     batch_size = min(config.batch_size or p.adapter.max_batch_size, p.adapter.max_batch_size)
-    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     fingerprint = p.adapter.fingerprint()
+    spec = _preprocessing(p.adapter)
+
+    def record(i: int, text: str, error: str | None) -> Prediction:
+        return Prediction(
+            id=p.samples[i].id, key=p.keys[i], prediction=text, prompt=_prompt_text(p.requests[i]),
+            prompt_hash=p.requests[i].prompt_hash(), images=_image_records(p.requests[i], spec),
+            exemplar_ids=p.requests[i].exemplar_ids, gen_kwargs=p.requests[i].gen_kwargs,
+            model_fingerprint=fingerprint, error=error, metadata=_jsonable(p.samples[i].metadata),
+        )
+
+    # A row the reader could not use is recorded as failed without reaching the model.
+    unreadable = [i for i in todo if failed_row(p.samples[i]) is not None]
+    store.append([record(i, "", failed_row(p.samples[i])) for i in unreadable])
+    todo = [i for i in todo if failed_row(p.samples[i]) is None]
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     started = time.monotonic()
     timings = config.output / TIMINGS
     with Progress(len(todo), f"{config.model} on {p.task.name}", quiet=config.quiet) as progress, \
@@ -201,17 +254,11 @@ def generate(
             t0 = time.monotonic()
             outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
             seconds = time.monotonic() - t0
-            store.append(
-                [
-                    Prediction(
-                        id=p.samples[i].id, key=p.keys[i], prediction=text, prompt=_prompt_text(p.requests[i]),
-                        prompt_hash=p.requests[i].prompt_hash(), images=_image_records(p.requests[i]),
-                        exemplar_ids=p.requests[i].exemplar_ids, gen_kwargs=p.requests[i].gen_kwargs,
-                        model_fingerprint=fingerprint, error=error,
-                    )
-                    for i, (text, error) in zip(batch, outputs)
-                ]
-            )
+            if config.strict:
+                for i, (_, error) in zip(batch, outputs):
+                    if error is not None:
+                        raise UsageError(f"{p.samples[i].metadata.get('source', p.samples[i].id)}: {error}")
+            store.append([record(i, text, error) for i, (text, error) in zip(batch, outputs)])
             with open(timings, "a", encoding="utf-8") as fh:  # telemetry: O_APPEND lines, not fsynced
                 fh.write(json.dumps({"keys": [p.keys[i] for i in batch], "seconds": round(seconds, 6),
                                      "rank": files.world.rank if files else 0}) + "\n")
@@ -220,7 +267,7 @@ def generate(
             progress.advance(len(batch))
             if ahead is not None:
                 ahead.result()
-    return len(todo), time.monotonic() - started
+    return len(todo) + len(unreadable), time.monotonic() - started
 
 
 def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +296,13 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "gen_kwargs": p.requests[0].gen_kwargs,
         "prompt_hash": stable_hash([r.prompt_hash() for r in p.requests]),
         "exemplar_manifest_hash": manifest_hash(p.pool) if p.pool else None,
+        "prompts": PromptLibrary.discover(p.options).describe(),
+        "data_options": {"strict": p.options.strict, "window": p.options.window,
+                         "allow_outside_root": p.options.allow_outside_root,
+                         "image_root_rewrites": len(p.options.image_roots),
+                         "exemplar_rows_failed": sum(failed_row(ex) is not None for ex in p.pool)},
+        "preprocessing": ({**spec.describe(), "fingerprint": spec.fingerprint()}
+                          if (spec := _preprocessing(p.adapter)) else None),
     }
     failures = {"count": len(failed), "policy": "a failed sample is scored as an empty prediction and counted here",
                 "samples": failed}

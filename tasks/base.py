@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Protocol, Sequence
 
 from radbench.errors import UsageError
+from radbench.images import parse_window
 from radbench.types import ImageRef, Request, Sample, Segment, Turn, stable_hash
 
 
@@ -35,6 +36,9 @@ class DataOptions:
     allow_outside_root: bool = False
     window: str | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_window(self.window)  # a bad --window is a usage error before anything is read
 
     @staticmethod
     def parse_image_roots(items: Sequence[str]) -> tuple[tuple[str, str], ...]:

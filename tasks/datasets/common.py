@@ -160,7 +160,7 @@ class Source:
                         allow_outside_root=self.options.allow_outside_root)
 
     def sample(self, row: int, suffix: str = "", **fields: Any) -> Sample:
-        metadata = {"source": f"{self.path.name}:{row}", **fields.pop("metadata", {})}
+        metadata = {"source": f"{self.path.name} row {row}", **fields.pop("metadata", {})}
         return Sample(id=self.sample_id(row, suffix), dataset=self.dataset, task=self.task, split=self.split,
                       subset=self.subset, metadata=metadata, **fields)
 
