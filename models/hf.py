@@ -18,6 +18,8 @@ Everything here imports torch; keep :mod:`radbench.models.base` free of it.
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import re
 import zipfile
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from radbench.errors import SampleError, UsageError
+from radbench.types import stable_hash
 
 # ---------------------------------------------------------------------------------------------
 # --model-args parsing
@@ -154,7 +157,7 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
     except UsageError:
         raise
     except Exception as exc:  # torch/safetensors raise many types for corrupt or unsafe files
-        raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+        raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {first_line(exc)}") from exc
     for wrapper in ("model_state_dict", "state_dict", "model"):
         if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
             raw = raw[wrapper]
@@ -174,7 +177,7 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/", 1)[-1].startswith("code/") for name in zf.namelist()[:200])
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
 
@@ -283,6 +286,66 @@ def fast_init(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
             yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def cache_root() -> Path:
+    """radbench's cache folder (``RADBENCH_CACHE`` overrides), shared with the demo data."""
+    return Path(os.environ.get("RADBENCH_CACHE") or Path.home() / ".cache" / "radbench")
+
+
+def cached_file_fingerprint(paths: Sequence[Path], full: bool = False) -> str:
+    """:func:`~radbench.models.base.file_fingerprint`, remembered per (path, size, mtime).
+
+    Hashing 32 MiB of each of several multi-GB files is quick but not free; a run that resumes,
+    or the next task on the same weights, reuses the value. A changed file changes the key.
+    """
+    from radbench.models.base import file_fingerprint
+
+    resolved = sorted(p.resolve() for p in paths)
+    key = stable_hash([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in resolved] + [full])
+    cache = cache_root() / "fingerprints"
+    hit = cache / f"{key}.txt"
+    if hit.is_file():
+        return hit.read_text().strip()
+    value = file_fingerprint(resolved, full=full)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{key}.{os.getpid()}"
+        tmp.write_text(value)
+        os.replace(tmp, hit)
+    except OSError:  # a read-only cache only costs the re-hash next time
+        pass
+    return value
+
+
+def stable_fingerprint(model: str, weights_id: str, options: Mapping[str, Any]) -> str:
+    """An adapter's fingerprint: its weights plus the load options that change outputs (dtype).
+
+    Predictions are keyed by fingerprint, so an fp16 run must not resume from fp32 predictions.
+    """
+    return stable_hash([model, weights_id, dict(options)])
+
+
+CONFIG_SIDECAR = "radbench_config.json"
+
+
+def config_overrides(model: str, folder: Path, allowed: Sequence[str]) -> dict[str, Any]:
+    """Architecture sizes from ``radbench_config.json`` beside a checkpoint, if the file is there.
+
+    The released checkpoints need none (their sizes are built in); the file describes a variant
+    with other sizes, e.g. the tiny checkpoints the tests write in the released key layout.
+    """
+    path = folder / CONFIG_SIDECAR
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"model {model!r}: cannot read {path}: {exc}") from exc
+    unknown = sorted(set(data) - set(allowed))
+    if not isinstance(data, dict) or unknown:
+        raise UsageError(f"model {model!r}: {path} has unknown fields {', '.join(unknown)}")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +498,7 @@ def load_llama_tokenizer(model: str, folder: Path) -> Any:
             bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         )
     except Exception as exc:  # sentencepiece/protobuf/tokenizers raise many types for a bad file
-        raise UsageError(f"model {model!r}: cannot load the tokenizer in {folder}: {_first_line(exc)}") from exc
+        raise UsageError(f"model {model!r}: cannot load the tokenizer in {folder}: {first_line(exc)}") from exc
     for token, expected in (("<unk>", 0), ("<s>", 1), ("</s>", 2)):
         got = tok.convert_tokens_to_ids(token)
         if got != expected:

@@ -1,14 +1,481 @@
-"""RadFM (3D ViT + perceiver + LLaMA-13B) adapter: registered name ``radfm``.
+"""RadFM (chaoyi-wu/RadFM, commit 9efba84): 3D ViT + perceiver + LLaMA-13B, registered as ``radfm``.
 
-Start-up checks only for now (see :mod:`radbench.models.pending`); the architecture is built in its
-model-adapter issue.
+The architecture is rebuilt here with the authors' module names, so the released
+``pytorch_model.bin`` loads with a plain ``load_state_dict`` (radfm-radbench.md §1.6):
+
+    lang_model                       transformers LlamaForCausalLM (LLaMA-13B, untied lm_head)
+    embedding_layer.weight           the same Parameter as lang_model.model.embed_tokens.weight
+    embedding_layer.figure_token_weight    rows for <image> (32000) and </image> (32001)
+    embedding_layer.vision_encoder   3D ViT, patch 32x32x4, dim 768, 12 layers, no final norm
+    embedding_layer.perceiver        perceiver resampler, 32 latents, depth 6
+    embedding_layer.fc               Linear 768 -> 5120
+
+Every image or scan becomes 32 LM tokens; in text it is the 34-token block
+``<image><image{32i}>...<image{32i+31}></image>``, and id ``32002+k`` looks up visual row ``k``.
+The Med-KEBERT model, its projection, the keyword decoder and segmentation heads in the checkpoint
+are unused at inference and not built; their keys, and the ``rotary_emb.inv_freq`` buffers
+transformers 4.28 saved, are the only keys dropped on load.
+
+Inference as the authors ran it (Quick_demo/test.py, src/test.py), with three documented changes:
+the 2D crop is a deterministic ``Resize((512, 512), BICUBIC)`` instead of ``RandomResizedCrop``;
+EOS is id 2 (the shipped config's ``eos=1`` is the decapoda bug; RadFM trained with 2); requests
+are batched with left padding (verified to give the bs=1 tokens).
 """
 
 from __future__ import annotations
 
-from radbench.models.pending import PendingCheckpointAdapter
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from einops.layers.torch import Rearrange
+from torch import nn
+
+from radbench import images
+from radbench.errors import SampleError, UsageError
+from radbench.models import hf
+from radbench.models.base import Adapter
+from radbench.models.flamingo import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
+from radbench.types import ImageRef, Request
+
+IMAGE_TOKENS = 32  # perceiver latents per image = <image{k}> tokens per image block
+MAX_IMAGES = 100  # the tokenizer of Quick_demo/test.py and training; the first 322 ids equal the test one's
+CONTEXT = 2048  # the authors tokenized with max_length=2048
+DEFAULT_MAX_NEW_TOKENS = 200
+DEPTHS = tuple(range(4, 65, 4))
+# Checkpoint keys that are not part of the inference model (radfm-radbench.md §1.6).
+STALE_KEYS = (
+    r"lang_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$",
+    r"embedding_layer\.bert_model\.",
+    r"embedding_layer\.bert_projection_fc\.",
+    r"embedding_layer\.transformer_decoder\.",
+    r"embedding_layer\.transformer_decoder_mlp\.",
+    r"embedding_layer\.output_upscaling\.",
+    r"embedding_layer\.cls_head\.",
+)
 
 
-class RadFMAdapter(PendingCheckpointAdapter):
+@dataclass(frozen=True)
+class RadFMConfig:
+    """Sizes of every part; :meth:`released` is the checkpoint's, :meth:`tiny` the test preset's."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 5120
+    intermediate_size: int = 13824
+    num_hidden_layers: int = 40
+    num_attention_heads: int = 40
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 2048
+    image_size: int = 512
+    patch_size: int = 32
+    frames: int = 512
+    frame_patch_size: int = 4
+    vis_dim: int = 768
+    vit_depth: int = 12
+    vit_heads: int = 8
+    vit_dim_head: int = 64
+    vit_mlp_dim: int = 2048
+    perceiver_depth: int = 6
+    perceiver_heads: int = 8
+    perceiver_dim_head: int = 64
+    num_latents: int = IMAGE_TOKENS
+
+    @classmethod
+    def released(cls) -> "RadFMConfig":
+        return cls()
+
+    @classmethod
+    def tiny(cls, vocab_size: int) -> "RadFMConfig":
+        # vis_dim divisible by 3 (3D position table); frames=64 keeps the real depth rule (D <= 64)
+        return cls(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=CONTEXT, image_size=32, patch_size=16, frames=64,
+            frame_patch_size=4, vis_dim=24, vit_depth=1, vit_heads=2, vit_dim_head=8, vit_mlp_dim=32,
+            perceiver_depth=1, perceiver_heads=2, perceiver_dim_head=8,
+        )
+
+    def llama_config(self) -> Any:
+        from transformers import LlamaConfig
+
+        # bos/eos/pad forced to what RadFM trained with (the shipped config says 0/1/-1).
+        return LlamaConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads, rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=self.max_position_embeddings, hidden_act="silu", tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3D ViT (vit_3d.py, position_encoding.py)
+# ---------------------------------------------------------------------------------------------
+
+
+class PreNorm(nn.Module):
+    def __init__(self, dim: int, fn: nn.Module) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self.norm(x))
+
+
+class ViTFeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        # Dropouts kept (p=0, inactive) so the Linear layers sit at the checkpoint's indices 0 and 3.
+        self.net = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden_dim, dim),
+                                 nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ViTAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
+        attn = (torch.matmul(q, k.transpose(-1, -2)) * self.scale).softmax(dim=-1)
+        return self.to_out(rearrange(torch.matmul(attn, v), "b h n d -> b n (h d)"))
+
+
+class ViTTransformer(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PreNorm(dim, ViTAttention(dim, heads, dim_head)), PreNorm(dim, ViTFeedForward(dim, mlp_dim))])
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, ff in self.layers:  # type: ignore[misc]
+            x = attn(x) + x
+            x = ff(x) + x
+        return x
+
+
+class PositionEmbeddingLearned3d(nn.Module):
+    """Three learned tables (rows, columns, depth), resampled when the patch grid is smaller."""
+
+    def __init__(self, num_pos_feats: int, h_patch_num: int, w_patch_num: int, d_patch_num: int) -> None:
+        super().__init__()
+        self.h_patch_num, self.w_patch_num, self.d_patch_num = h_patch_num, w_patch_num, d_patch_num
+        self.row_embed = nn.Embedding(h_patch_num, num_pos_feats)
+        self.col_embed = nn.Embedding(w_patch_num, num_pos_feats)
+        self.dep_embed = nn.Embedding(d_patch_num, num_pos_feats)
+
+    def forward(self, batch: int, h: int, w: int, d: int, device: torch.device) -> torch.Tensor:
+        i = (torch.arange(h, device=device) + 1) * (self.h_patch_num // h) - 1
+        j = (torch.arange(w, device=device) + 1) * (self.w_patch_num // w) - 1
+        k = (torch.arange(d, device=device) + 1) * (self.d_patch_num // d) - 1
+        x_emb = self.row_embed(i)[:, None, None, :].expand(h, w, d, -1)
+        y_emb = self.col_embed(j)[None, :, None, :].expand(h, w, d, -1)
+        z_emb = self.dep_embed(k)[None, None, :, :].expand(h, w, d, -1)
+        pos = torch.cat([x_emb, y_emb, z_emb], dim=-1)
+        return repeat(pos, "h w d c -> b (h w d) c", b=batch)
+
+
+class ViT3D(nn.Module):
+    """``(N, 3, H, W, D)`` -> ``(N, (H/p)(W/p)(D/pf), dim)`` patch tokens (no CLS, no final norm)."""
+
+    def __init__(self, cfg: RadFMConfig) -> None:
+        super().__init__()
+        p, pf, dim = cfg.patch_size, cfg.frame_patch_size, cfg.vis_dim
+        patch_dim = 3 * p * p * pf
+        self.patch_size, self.frame_patch_size = p, pf
+        self.to_patch_embedding = nn.Sequential(
+            Rearrange("b c (h p1) (w p2) (f pf) -> b (h w f) (p1 p2 pf c)", p1=p, p2=p, pf=pf),
+            nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim),
+        )
+        grid = cfg.image_size // p
+        self.pos_embedding = PositionEmbeddingLearned3d(dim // 3, grid, grid, cfg.frames // pf)
+        self.transformer = ViTTransformer(dim, cfg.vit_depth, cfg.vit_heads, cfg.vit_dim_head, cfg.vit_mlp_dim)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b, _, h, w, d = video.shape
+        x = self.to_patch_embedding(video)
+        x = x + self.pos_embedding(b, h // self.patch_size, w // self.patch_size, d // self.frame_patch_size, x.device)
+        return self.transformer(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The multimodal embedding and the whole model
+# ---------------------------------------------------------------------------------------------
+
+
+class MyEmbedding(nn.Module):
+    """RadFM's embedding: the LM vocabulary, two figure rows, then each sample's visual rows."""
+
+    def __init__(self, cfg: RadFMConfig) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cfg.vocab_size, cfg.hidden_size))  # replaced by the LM's table
+        self.figure_token_weight = nn.Parameter(torch.randn(2, cfg.hidden_size))
+        self.vision_encoder = ViT3D(cfg)
+        self.perceiver = PerceiverResampler(cfg.vis_dim, cfg.perceiver_depth, cfg.perceiver_dim_head,
+                                            cfg.perceiver_heads, cfg.num_latents)
+        self.fc = nn.Linear(cfg.vis_dim, cfg.hidden_size)
+
+    def encode_images(self, vision_x: torch.Tensor) -> torch.Tensor:
+        """``(S, 3, H, W, D)`` (one sample's images) -> ``(S * 32, hidden)`` visual rows, image-major."""
+        feats = self.vision_encoder(vision_x)  # (S, v, d)
+        latents = self.perceiver(feats[None, :, None])  # (1, S, n, d)
+        return self.fc(rearrange(latents[0], "s n d -> (s n) d"))
+
+    def embed(self, ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """Token ids (L,) -> embeddings (L, hidden): the gather that equals the authors' one-hot matmul."""
+        vocab = self.weight.shape[0]
+        out = self.weight[ids.clamp(max=vocab - 1)]
+        figure = (ids >= vocab) & (ids < vocab + 2)
+        if figure.any():
+            out[figure] = self.figure_token_weight[ids[figure] - vocab].to(out.dtype)
+        vis = ids >= vocab + 2
+        if vis.any():
+            if visual is None or int(ids[vis].max()) - vocab - 2 >= visual.shape[0]:
+                raise SampleError("prompt references more <image{k}> rows than the sample has images")
+            out[vis] = visual[ids[vis] - vocab - 2].to(out.dtype)
+        return out
+
+
+class RadFMModel(nn.Module):
+    """``MultiLLaMAForCausalLM``: the LM and the multimodal embedding sharing one token table."""
+
+    def __init__(self, cfg: RadFMConfig) -> None:
+        super().__init__()
+        from transformers import LlamaForCausalLM
+
+        self.lang_model = LlamaForCausalLM(cfg.llama_config())
+        self.embedding_layer = MyEmbedding(cfg)
+        self.embedding_layer.weight = self.lang_model.get_input_embeddings().weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing and prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def image_block(index: int) -> str:
+    """The 34-token text for image ``index`` (0-based, order of appearance in the prompt)."""
+    tokens = "".join(f"<image{IMAGE_TOKENS * index + j}>" for j in range(IMAGE_TOKENS))
+    return f"<image>{tokens}</image>"
+
+
+def special_tokens() -> list[str]:
+    return ["<image>", "</image>"] + [f"<image{k}>" for k in range(IMAGE_TOKENS * MAX_IMAGES)]
+
+
+def render_prompt(request: Request) -> tuple[str, list[ImageRef]]:
+    """RadFM's prompt: each image's block where its segment sits, exemplars as ``question answer`` lines.
+
+    RadFM publishes no few-shot protocol (radfm-radbench.md §4.4); radbench writes each exemplar as
+    the training sequence ``question + ' ' + answer`` and separates turns with a newline.
+    """
+    refs: list[ImageRef] = []
+    lines = []
+    for turn in request.turns:
+        parts = []
+        for seg in turn.segments:
+            if seg.image is not None:
+                parts.append(image_block(len(refs)))
+                refs.append(seg.image)
+            else:
+                parts.append(seg.text or "")
+        text = "".join(parts)
+        lines.append(text if turn.answer is None else f"{text} {turn.answer}")
+    return "\n".join(lines), refs
+
+
+def target_depth(depths: Sequence[int]) -> int:
+    """``stack_images``: the depth in {4, 8, ..., 64} closest to the sample's largest (ties: smaller)."""
+    max_d = max([4, *depths])
+    best = 4
+    for d in DEPTHS:
+        if abs(d - max_d) < abs(best - max_d):
+            best = d
+    return best
+
+
+def load_image(ref: ImageRef, size: int) -> torch.Tensor:
+    """One image as RadFM's test code prepares it, before depth resampling: ``(3, H, W, D)`` in [0, 1].
+
+    2D: RGB, ``Resize((size, size), BICUBIC)`` (the authors' random crop made deterministic),
+    ``ToTensor``, depth 1. 3D: min-max over the volume (the authors scale the whole case file),
+    grey repeated to 3 channels.
+    """
+    from PIL import Image
+
+    arr = images.load(ref)
+    if ref.kind == "2d":
+        pil = hf.to_pil(hf.rgb(hf.unit_range(arr, ref.path), ref.path)).resize((size, size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[..., None]
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        raise SampleError(f"image {ref.path}: constant volume, nothing to show the model")
+    return torch.from_numpy(hf.rgb((arr - lo) / (hi - lo), ref.path).astype(np.float32))
+
+
+def stack_images(volumes: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """``stack_images``: every image of a sample nearest-resampled to ``(3, size, size, target_D)``."""
+    depth = target_depth([v.shape[-1] for v in volumes if v.shape[-1] > 1])
+    return torch.cat([F.interpolate(v[None], size=(size, size, depth), mode="nearest") for v in volumes])
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+ARGS = ("checkpoint", "lm_path", "dtype", "device", "preset", "batch_size", "full_fingerprint")
+
+
+class RadFMAdapter(Adapter):
+    """RadFM behind ``generate()``; see the module docstring for what is and is not the authors' setup."""
+
     name = "radfm"
-    expected_files = ("pytorch_model.bin", "Language_files/tokenizer.model",)
+    version = "1"
+
+    def __init__(self, model: RadFMModel, tokenizer: Any, cfg: RadFMConfig, device: torch.device,
+                 dtype: torch.dtype, fingerprint: str, source: dict[str, Any], max_batch_size: int) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        self._fingerprint = fingerprint
+        self.source = source
+        self.max_batch_size = max_batch_size
+        self._step = hf.hf_step(model.lang_model)
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> "RadFMAdapter":
+        hf.check_model_args(cls.name, model_args, ARGS)
+        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
+        device = hf.parse_device(cls.name, model_args.get("device"))
+        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
+        preset = model_args.get("preset")
+        if preset:
+            if preset != "tiny-random":
+                raise UsageError(f"model 'radfm': preset={preset!r} is unknown (the only preset is tiny-random)")
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch)
+        return cls.from_checkpoint(model_args, device, dtype, batch)
+
+    @classmethod
+    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                    max_batch_size: int = 8) -> "RadFMAdapter":
+        """The same architecture at toy sizes, seeded: for tests and smoke runs without weights."""
+        from radbench.models import tiny
+
+        tokenizer = tiny.tiny_llama_tokenizer(cls.name)
+        cfg = RadFMConfig.tiny(len(tokenizer))
+        tokenizer = prepare_tokenizer(tokenizer, cfg)
+        with tiny.seeded():
+            model = RadFMModel(cfg)
+        model.to(device=device, dtype=dtype)
+        fingerprint = tiny.tiny_fingerprint(cls.name, asdict(cfg))
+        return cls(model, tokenizer, cfg, device, dtype, fingerprint, {"preset": "tiny-random"}, max_batch_size)
+
+    @classmethod
+    def from_checkpoint(cls, model_args: dict[str, str], device: torch.device, dtype: torch.dtype,
+                        max_batch_size: int) -> "RadFMAdapter":
+        """Released weights: ``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder)."""
+        expected = "RadFM's pytorch_model.bin, unzipped from RadFM.zip/.z01-.z04 on the chaoyi-wu/RadFM model page"
+        ckpt = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
+        weights = hf.find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "pytorch_model.safetensors",
+                                                             "model.safetensors"), expected)
+        lm_dir = Path(model_args.get("lm_path") or weights.parent / "Language_files").expanduser()
+        if not (lm_dir / "tokenizer.model").is_file():
+            raise UsageError(
+                f"model 'radfm': {lm_dir} lacks tokenizer.model (pass --model-args lm_path=DIR with the repository's "
+                "Quick_demo/Language_files folder)"
+            )
+        cfg = config_from_folder(lm_dir)
+        cfg = replace(cfg, **hf.config_overrides(cls.name, weights.parent, [f.name for f in fields(RadFMConfig)]))
+        tokenizer = prepare_tokenizer(hf.load_llama_tokenizer(cls.name, lm_dir), cfg)
+        with hf.fast_init(device, dtype):
+            model = RadFMModel(cfg)
+        report = hf.load_checked(model, hf.load_state_dict(weights, cls.name), model=cls.name, source=weights,
+                                 stale=STALE_KEYS)
+        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
+        weights_id = hf.cached_file_fingerprint([weights, lm_dir / "tokenizer.model"], full=full)
+        fingerprint = hf.stable_fingerprint(cls.name, weights_id, {"dtype": hf.DTYPE_NAMES[dtype]})
+        source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "keys": report.to_json()}
+        return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "dtype": hf.DTYPE_NAMES[self.dtype],
+            "device": str(self.device),
+            "source": self.source,
+            "decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+            "preprocessing": "2D: Resize((512,512), BICUBIC) instead of the authors' RandomResizedCrop; "
+                             "3D: per-scan min-max; depth nearest-resampled to {4..64}",
+        }
+
+    def encode(self, request: Request) -> tuple[list[int], torch.Tensor | None]:
+        """A request's token ids and its images' visual rows (``None`` without images)."""
+        prompt, refs = render_prompt(request)
+        if len(refs) > MAX_IMAGES:
+            raise SampleError(f"RadFM's tokenizer has blocks for {MAX_IMAGES} images; this prompt has {len(refs)}")
+        ids = self.tokenizer(prompt)["input_ids"]
+        if len(ids) > CONTEXT:
+            raise SampleError(f"prompt is {len(ids)} tokens, longer than RadFM's {CONTEXT}-token context")
+        if not refs:
+            return ids, None
+        vision_x = stack_images([load_image(r, self.cfg.image_size) for r in refs], self.cfg.image_size)
+        with torch.inference_mode():
+            visual = self.model.embedding_layer.encode_images(vision_x.to(self.device, self.dtype))
+        return ids, visual
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        embeds = []
+        for request in requests:
+            ids, visual = self.encode(request)
+            ids_t = torch.tensor(ids, device=self.device)
+            embeds.append(self.model.embedding_layer.embed(ids_t, visual))
+        inputs_embeds, mask = hf.left_pad_embeds(embeds)
+        new_tokens = hf.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                        max_new_tokens=limits, eos_token_ids=[2], pad_token_id=0)
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
+
+
+def prepare_tokenizer(tokenizer: Any, cfg: RadFMConfig) -> Any:
+    """``get_tokenizer``: add ``<image>``, ``</image>``, ``<image0..3199>``; pad 0, bos 1, eos 2; assert ids."""
+    hf.add_special_tokens(tokenizer, special_tokens(), strip=True)
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
+    hf.assert_token_ids("radfm", tokenizer, {
+        "<image>": cfg.vocab_size, "</image>": cfg.vocab_size + 1, "<image0>": cfg.vocab_size + 2,
+    })
+    return tokenizer
+
+
+def config_from_folder(lm_dir: Path) -> RadFMConfig:
+    """The released sizes, checked against ``Language_files/config.json`` when it is there."""
+    cfg = RadFMConfig.released()
+    path = lm_dir / "config.json"
+    if not path.is_file():
+        return cfg
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"model 'radfm': cannot read {path}: {exc}") from exc
+    names = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "rms_norm_eps")
+    return replace(cfg, **{f: type(getattr(cfg, f))(data[f]) for f in names if f in data})
