@@ -383,7 +383,7 @@ class RadFMAdapter(Adapter):
         with tiny.seeded():
             model = RadFMModel(cfg)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, asdict(cfg))
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype]})
         return cls(model, tokenizer, cfg, device, dtype, fingerprint, {"preset": "tiny-random"}, max_batch_size)
 
     @classmethod

@@ -65,6 +65,21 @@ def tiny_llama_tokenizer(model: str, vocab_size: int = TINY_VOCAB) -> Any:
         return load_llama_tokenizer(model, Path(tmp))
 
 
+def tiny_bpe_tokenizer(vocab_size: int = 300) -> Any:
+    """A byte-level BPE fast tokenizer without a pad token, like GPT-NeoX's (MPT, RedPajama)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TINY_TEXTS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+
+
 def tiny_llama_config(vocab_size: int, **overrides: Any) -> Any:
     """A 4-layer, 64-wide LLaMA config (untied embeddings, as LLaMA-1); ``overrides`` win."""
     from transformers import LlamaConfig
