@@ -204,6 +204,7 @@ def _provenance(entry: dict[str, Any]) -> str:
     libraries = ", ".join(f"{k} {v}" for k, v in sorted((env.get("libraries") or {}).items()) if v)
     boot = prov["bootstrap"]
     commit = prov["radbench"].get("git_commit") or "unknown commit"
+    limit = "whole split" if prov["dataset_limit"] is None else f"first {prov['dataset_limit']} only"
     return _dl([
         ("adapter version", _e(model["version"])),
         ("weights", f"<code>{_e(model['fingerprint'])}</code>"),
@@ -212,7 +213,7 @@ def _provenance(entry: dict[str, Any]) -> str:
         ("created", _e(prov["created"])),
         ("seed", _e(prov["seed"])),
         ("bootstrap", _e(", ".join(f"{k}={v}" for k, v in sorted(boot.items())))),
-        ("samples", f"{_e(entry['n_samples'])} (limit {_e(prov['dataset_limit'])}), {_e(entry['failures'])} failed"),
+        ("samples", f"{_e(entry['n_samples'])} ({_e(limit)}), {_e(entry['failures'])} failed"),
         ("environment", _e(f"Python {env.get('python', '?')}, {env.get('platform', '?')}; {libraries}")),
         ("files", " · ".join([_link("run folder", links["run"]), _link("results.json", links["results"]),
                               _link("scores.jsonl", links["scores"]),
