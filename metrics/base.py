@@ -51,9 +51,12 @@ class Metric:
         values = [r[metric_id] for r in records if r.get(metric_id) is not None]
         return float(np.mean(values)) if values else None
 
-    def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], draws: np.ndarray) -> np.ndarray:
-        """Aggregates over many resamples at once (``draws``: index rows). Vectorised for means."""
+    def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
+        """Aggregates of many resamples at once; ``weights[b, i]`` counts row ``i`` in resample ``b``.
+
+        Default: the weighted mean of the defined per-sample values (``nan`` where none is defined).
+        """
         values = np.array([np.nan if r.get(metric_id) is None else float(r[metric_id]) for r in records])
-        picked = values[draws]
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(picked, axis=1) if np.isnan(values).any() else picked.mean(axis=1)
+        defined = ~np.isnan(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (weights @ np.where(defined, values, 0.0)) / (weights @ defined.astype(float))

@@ -106,11 +106,11 @@ class Bleu(Metric):
         n = int(metric_id[-1])
         return float(bleu_from_sums(match.sum(0), total.sum(0), hyp.sum(), ref.sum())[n - 1])
 
-    def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], draws: np.ndarray) -> np.ndarray:
+    def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
+        """Corpus BLEU of each resample from weighted sums of the per-sample n-gram statistics."""
         match, total, hyp, ref = self._arrays(records)
         n = int(metric_id[-1])
-        sums = bleu_from_sums(match[draws].sum(1), total[draws].sum(1), hyp[draws].sum(1), ref[draws].sum(1))
-        return sums[:, n - 1]
+        return bleu_from_sums(weights @ match, weights @ total, weights @ hyp, weights @ ref)[:, n - 1]
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:

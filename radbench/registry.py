@@ -13,6 +13,7 @@ import functools
 import importlib
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,18 @@ def load_target(target: str, what: str) -> Any:
         raise UsageError(f"{what}: module {module_name!r} has no attribute {attr!r}") from exc
 
 
+@lru_cache(maxsize=None)
+def _plugin_entry_points(kind: str) -> tuple[Any, ...]:
+    """Installed entry points of one group, scanned once per process (the scan reads every dist)."""
+    return tuple(entry_points(group=f"radbench.{kind}"))
+
+
 def entries(kind: str) -> dict[str, Entry]:
     """All entries of one kind, built-ins first; a plugin cannot silently replace a built-in."""
     if kind not in KINDS:
         raise UsageError(f"unknown registry kind {kind!r}; choose from {', '.join(KINDS)}")
     found = {name: Entry(name, target, "builtin") for name, target in BUILTIN[kind].items()}
-    for ep in entry_points(group=f"radbench.{kind}"):
+    for ep in _plugin_entry_points(kind):
         if ep.name in found and found[ep.name].target != ep.value:
             continue
         dist = ep.dist.name if ep.dist is not None else "unknown"

@@ -81,11 +81,21 @@ def schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema())
+    return jsonschema.Draft202012Validator(schema())
+
+
 def validate(results: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``results`` does not match the schema (a radbench bug)."""
     import jsonschema
 
-    jsonschema.validate(results, schema(), cls=jsonschema.Draft202012Validator)
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(results))
+    if error is not None:
+        raise error
 
 
 def write(path: Path, results: dict[str, Any]) -> None:

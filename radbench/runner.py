@@ -246,7 +246,7 @@ def generate(
     started = time.monotonic()
     timings = config.output / TIMINGS
     with Progress(len(todo), f"{config.model} on {p.task.name}", quiet=config.quiet) as progress, \
-            ThreadPoolExecutor(max_workers=1) as pool:
+            ThreadPoolExecutor(max_workers=1) as pool, store.writer():
         ahead: Future[None] | None = None
         for n, batch in enumerate(batches):
             if n + 1 < len(batches):

@@ -42,15 +42,36 @@ def _pad(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def draw_weights(draws: np.ndarray, n: int) -> np.ndarray:
+    """Resamples as weights: ``w[b, i]`` = how many times row ``i`` appears in resample ``b``.
+
+    Every aggregate radbench uses is a function of weighted sums (means, corpus BLEU's n-gram
+    counts), so one matrix product evaluates all resamples at once, clustered or not.
+    """
+    weights = np.zeros((draws.shape[0], n), dtype=np.float64)
+    rows = np.repeat(np.arange(draws.shape[0]), draws.shape[1])
+    cols = draws.ravel()
+    keep = cols >= 0
+    np.add.at(weights, (rows[keep], cols[keep]), 1.0)
+    return weights
+
+
 def apply_draws(
     aggregate: Callable[[Sequence[dict[str, Any]]], float | None],
     aggregate_many: Callable[[np.ndarray], np.ndarray] | None,
     records: Sequence[dict[str, Any]],
     draws: np.ndarray,
+    block: int = 200,
 ) -> np.ndarray:
-    """The statistic on every resample; vectorised when draws are rectangular (no cluster padding)."""
-    if aggregate_many is not None and (draws >= 0).all():
-        return np.asarray(aggregate_many(draws), dtype=float)
+    """The statistic on every resample.
+
+    With ``aggregate_many`` (which takes a block of resample weights, see :func:`draw_weights`) it
+    is vectorised, in blocks of ``block`` resamples to bound memory; otherwise ``aggregate`` is
+    called on each resample's rows.
+    """
+    if aggregate_many is not None:
+        parts = [aggregate_many(draw_weights(draws[s : s + block], len(records))) for s in range(0, len(draws), block)]
+        return np.concatenate([np.asarray(p, dtype=float) for p in parts])
     values = []
     for row in draws:
         subset = [records[i] for i in row if i >= 0]

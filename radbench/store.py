@@ -12,8 +12,10 @@ import json
 import os
 import socket
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from radbench.errors import UsageError
 from radbench.types import Prediction, stable_hash
@@ -158,6 +160,9 @@ class PredictionStore:
         self.path = directory / PREDICTIONS
         self.write_path = write_path or self.path
         self.records: dict[str, dict[str, Any]] = {}
+        self._fh: Any = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def load(self) -> None:
         from radbench.distributed import part_files
@@ -177,15 +182,43 @@ class PredictionStore:
         record = self.records.get(key)
         return record is not None and record.get("error") is None
 
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Keep the log open while generating, fsyncing each batch in the background.
+
+        Each batch is written and flushed at once (it survives a killed process), and its fsync
+        overlaps the next batch's generation; the next append waits for it, so at most one batch is
+        ever not yet on disk, and everything is when the block exits.
+        """
+        self.write_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.write_path, "a", encoding="utf-8") as fh, ThreadPoolExecutor(max_workers=1) as syncer:
+            self._fh, self._syncer = fh, syncer
+            try:
+                yield
+            finally:
+                self._wait_for_sync()
+                self._fh = self._syncer = None
+
+    def _wait_for_sync(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
     def append(self, predictions: list[Prediction]) -> None:
         if not predictions:
             return
-        self.write_path.parent.mkdir(parents=True, exist_ok=True)
         payload = "".join(json.dumps(p.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for p in predictions)
-        with open(self.write_path, "a", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if self._fh is None:
+            self.write_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.write_path, "a", encoding="utf-8") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            self._wait_for_sync()
+            self._fh.write(payload)
+            self._fh.flush()
+            self._pending = self._syncer.submit(os.fsync, self._fh.fileno())
         for p in predictions:
             self.records[p.key] = p.to_json()
 
