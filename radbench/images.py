@@ -547,7 +547,8 @@ def _resize(img: np.ndarray, width: int, height: int, interpolation: str, eight_
     """Resize ``(3, H, W)`` in [0, 1] with PIL, as torchvision does for PIL input.
 
     8-bit sources are resized as 8-bit RGB (bit-identical to ``Resize`` on the PIL image the
-    original pipelines use); other sources per channel in 32-bit float, which keeps their precision.
+    original pipelines use); other sources per channel in 32-bit float, which keeps their precision,
+    then clipped to [0, 1] as the 8-bit path clips bicubic overshoot.
     """
     from PIL import Image
 
@@ -556,7 +557,7 @@ def _resize(img: np.ndarray, width: int, height: int, interpolation: str, eight_
         pil = Image.fromarray(np.round(img * 255).astype(np.uint8).transpose(1, 2, 0), "RGB")
         return np.asarray(pil.resize((width, height), resample), dtype=np.float32).transpose(2, 0, 1) / 255.0
     channels = [np.asarray(Image.fromarray(c.astype(np.float32), "F").resize((width, height), resample)) for c in img]
-    return np.stack(channels).astype(np.float32)
+    return np.clip(np.stack(channels), 0.0, 1.0).astype(np.float32)
 
 
 def _geometry(img: np.ndarray, spec: Preprocess, eight_bit: bool) -> np.ndarray:
