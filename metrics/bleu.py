@@ -1,11 +1,17 @@
 """Corpus BLEU-1..4 in the pycocoevalcap convention (R2Gen, RadEval).
 
-Whitespace tokens, n-gram counts clipped per sentence against the references, a hypothesis with
-fewer than n tokens contributes 0 (not 1, as nltk's ``corpus_bleu`` does) to the n-gram denominator,
-closest reference length for the brevity penalty, and coco's constants ``tiny=1e-15``,
-``small=1e-9``. Each sample stores its sufficient statistics, so the corpus score and its bootstrap
-are a few sums. The per-sample ``bleuN`` values are coco's own sentence-level scores (same
-arithmetic on one sentence, "coco-sentence" smoothing via tiny/small), for paired tests.
+Whitespace tokens, case kept, n-gram counts clipped per sentence against the references (maximum
+count over references), a hypothesis with fewer than n tokens contributes 0 (not 1, as nltk's
+``corpus_bleu`` does) to the n-gram denominator, closest reference length for the brevity penalty
+(ties to the shorter), and coco's constants ``tiny=1e-15``, ``small=1e-9``, multiplied in coco's order
+so the result equals ``pycocoevalcap.bleu.Bleu(4).compute_score`` (a test checks it to 1e-9 on
+random inputs with empty and short hypotheses).
+
+Each sample stores its sufficient statistics (``_bleu``), so the corpus score of any subset, and so
+every bootstrap resample, is a few sums. The per-sample ``bleuN`` values are coco's own
+sentence-level scores: the same arithmetic on one sentence, whose only smoothing is the tiny/small
+constants ("coco-sentence" smoothing; a sentence without any matching n-gram gets ~0, not nltk's
+method1 value). They exist for paired tests, not as the reported number.
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from radbench.metrics import cache, options, parallel
 from radbench.metrics.base import Metric, ScoreInput
 
 TINY = 1e-15
 SMALL = 1e-9
 MAX_N = 4
+PARALLEL_MIN_ITEMS = 20_000  # below this, worker start-up costs more than the work
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(zip(*(tokens[i:] for i in range(n))))
 
 
 def _closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
@@ -31,39 +39,51 @@ def _closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
 
 
 def sufficient_stats(prediction: str, references: Sequence[str]) -> dict[str, Any]:
+    """Clipped matches and guesses per order, hypothesis length and closest reference length."""
     hyp = prediction.split()
     refs = [r.split() for r in references] or [[]]
-    stats: dict[str, Any] = {"hyp_len": len(hyp), "ref_len": _closest_ref_len(len(hyp), [len(r) for r in refs])}
     matches, totals = [], []
     for n in range(1, MAX_N + 1):
         hyp_counts = _ngrams(hyp, n)
-        max_ref: Counter[tuple[str, ...]] = Counter()
-        for ref in refs:
-            for gram, count in _ngrams(ref, n).items():
-                max_ref[gram] = max(max_ref[gram], count)
+        max_ref = _ngrams(refs[0], n)
+        for ref in refs[1:]:
+            max_ref |= _ngrams(ref, n)  # Counter union keeps the maximum count
         matches.append(sum(min(c, max_ref[g]) for g, c in hyp_counts.items()))
         totals.append(max(0, len(hyp) - n + 1))
-    stats["match"] = matches
-    stats["total"] = totals
-    return stats
+    return {
+        "hyp_len": len(hyp),
+        "ref_len": _closest_ref_len(len(hyp), [len(r) for r in refs]),
+        "match": matches,
+        "total": totals,
+    }
 
 
 def bleu_from_sums(match: np.ndarray, total: np.ndarray, hyp_len: np.ndarray, ref_len: np.ndarray) -> np.ndarray:
     """BLEU-1..4 from summed statistics; arrays may carry a leading batch axis (bootstrap draws).
 
     ``match``/``total`` have shape ``(..., 4)``; ``hyp_len``/``ref_len`` shape ``(...)``. Returns ``(..., 4)``.
+    Same operations in the same order as coco's ``BleuScorer.compute_score``.
     """
     precision = (match + TINY) / (total + SMALL)
-    log_cum = np.cumsum(np.log(precision), axis=-1) / np.arange(1, MAX_N + 1)
+    geometric = np.cumprod(precision, axis=-1) ** (1.0 / np.arange(1, MAX_N + 1))
     ratio = (hyp_len + TINY) / (ref_len + SMALL)
-    brevity = np.where(ratio < 1, np.exp(1 - 1 / np.maximum(ratio, TINY)), 1.0)
-    return np.exp(log_cum) * brevity[..., None]
+    with np.errstate(over="ignore", divide="ignore"):
+        brevity = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return geometric * brevity[..., None]
+
+
+def _stats_chunk(pairs: list[tuple[str, tuple[str, ...]]]) -> list[dict[str, Any]]:
+    return [sufficient_stats(p, r) for p, r in pairs]
 
 
 class Bleu(Metric):
     group = "bleu"
     ids = ("bleu1", "bleu2", "bleu3", "bleu4")
     version = "1"
+
+    def __init__(self, cache: bool | None = None) -> None:
+        args = options.resolve(self.group, {"cache": cache}, {"cache": options.parse_bool})
+        self._cache = args.get("cache", True)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -77,19 +97,20 @@ class Bleu(Metric):
         }
 
     def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
-        out = []
-        for item in items:
-            stats = sufficient_stats(item.prediction, item.references)
-            sentence = bleu_from_sums(
-                np.array(stats["match"], float),
-                np.array(stats["total"], float),
-                np.array(stats["hyp_len"], float),
-                np.array(stats["ref_len"], float),
-            )
-            record: dict[str, Any] = {f"bleu{n}": float(sentence[n - 1]) for n in range(1, MAX_N + 1)}
-            record["_bleu"] = stats
-            out.append(record)
-        return out
+        store = cache.open_store(self.group, self.config(), self._cache)
+        pairs = [(item.prediction, tuple(item.references)) for item in items]
+
+        def compute(indices: list[int]) -> list[dict[str, Any]]:
+            todo = [pairs[i] for i in indices]
+            return parallel.chunked_map(_stats_chunk, todo, min_items=PARALLEL_MIN_ITEMS)
+
+        all_stats = cache.cached_json(store, [[p, list(r)] for p, r in pairs], compute)
+        match, total, hyp, ref = self._arrays([{"_bleu": s} for s in all_stats])
+        sentence = bleu_from_sums(match, total, hyp, ref)
+        return [
+            {**{f"bleu{n}": float(row[n - 1]) for n in range(1, MAX_N + 1)}, "_bleu": stats}
+            for row, stats in zip(sentence, all_stats)
+        ]
 
     @staticmethod
     def _arrays(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, ...]:
@@ -115,6 +136,6 @@ class Bleu(Metric):
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
     """Convenience: BLEU-1..4 of a whole corpus (used by tests and benchmarks)."""
-    metric = Bleu()
+    metric = Bleu(cache=False)
     records = metric.score([ScoreInput(str(i), p, tuple(r)) for i, (p, r) in enumerate(zip(predictions, references))])
     return [metric.aggregate(f"bleu{n}", records) or 0.0 for n in range(1, MAX_N + 1)]

@@ -58,6 +58,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "bleu": "radbench.metrics.bleu:Bleu",
         "rouge": "radbench.metrics.rouge:Rouge",
         "accuracy": "radbench.metrics.accuracy:Accuracy",
+        "bertscore": "radbench.metrics.bertscore:BertScore",
+        "umls": "radbench.metrics.umls:Umls",
     },
 }
 
@@ -71,6 +73,18 @@ METRIC_IDS: dict[str, str] = {
     "rouge2": "rouge",
     "rougeL": "rouge",
     "accuracy": "accuracy",
+    "parse_failure_rate": "accuracy",
+    "exact_match": "accuracy",
+    "token_recall": "accuracy",
+    "bertscore_f1": "bertscore",
+    "bertscore_precision": "bertscore",
+    "bertscore_recall": "bertscore",
+    "umls_precision": "umls",
+    "umls_recall": "umls",
+    "umls_f1": "umls",
+    "umls_neg_precision": "umls",
+    "umls_neg_recall": "umls",
+    "umls_neg_f1": "umls",
 }
 
 

@@ -1,0 +1,59 @@
+"""Metric arguments: choosing a BERTScore encoder or a UMLS backend without writing code.
+
+The scoring core builds each metric with no arguments, so user choices come from one environment
+variable that ``radbench run`` and ``radbench score`` both see::
+
+    RADBENCH_METRIC_ARGS="bertscore.model=/models/roberta,bertscore.num_layers=17,umls.backend=quickumls,umls.index=/data/qumls"
+
+Entries are ``group.key=value`` separated by commas. Keyword arguments given to a metric's
+constructor (the Python API) override the environment. Every value that changes numbers ends up in
+the metric's ``config()``, hence in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+from radbench.errors import UsageError
+
+ENV = "RADBENCH_METRIC_ARGS"
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_metric_args(text: str) -> dict[str, dict[str, str]]:
+    """``"bertscore.idf=true,umls.backend=hpo"`` -> ``{"bertscore": {"idf": "true"}, "umls": {...}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        group, dot, key = name.strip().partition(".")
+        if not eq or not dot or not group or not key:
+            raise UsageError(f"{ENV}: expected 'group.key=value', got {part!r}")
+        out.setdefault(group, {})[key.strip()] = value.strip()
+    return out
+
+
+def resolve(group: str, explicit: Mapping[str, Any], schema: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """This metric's arguments: environment values converted by ``schema``, then explicit ones on top."""
+    from_env = parse_metric_args(os.environ.get(ENV, "")).get(group, {})
+    unknown = sorted(set(from_env) - set(schema)) + sorted(set(explicit) - set(schema))
+    if unknown:
+        raise UsageError(f"metric {group!r}: unknown argument {unknown[0]!r}; valid: {', '.join(sorted(schema))}")
+    args: dict[str, Any] = {}
+    for key, raw in from_env.items():
+        try:
+            args[key] = schema[key](raw)
+        except ValueError as exc:
+            raise UsageError(f"{ENV}: {group}.{key}: {exc}") from None
+    args.update({k: v for k, v in explicit.items() if v is not None})
+    return args

@@ -1,0 +1,247 @@
+"""Concept extraction backends: text -> UMLS concept mentions (character span, CUI, negated).
+
+Three backends, chosen by the ``umls.backend`` metric argument and recorded in results:
+
+``hpo`` (default)
+    QuickUMLS over the HPO index radbench builds at first use (:mod:`.hpo`). Fully offline.
+``quickumls``
+    QuickUMLS over the user's own index built from a licensed UMLS release
+    (``python -m quickumls.install``), given as ``umls.index=/path``.
+``scispacy``
+    scispaCy ``en_core_sci_lg`` + abbreviation detector + UMLS linker, RadFM's own extractor
+    (radfm-radbench.md §4.5). The models are not on PyPI and the linker fetches ~1 GB into
+    ``$SCISPACY_CACHE`` on first use, so this works only where the user has installed and seeded
+    them; each entity contributes its top linked CUI.
+
+QuickUMLS runs as a spaCy *component* would: radbench passes it a document from a blank English
+tokenizer, because standalone QuickUMLS insists on ``spacy.load("en_core_web_sm")`` (not installable
+offline), and it is handed radbench's shipped stopword list because it would otherwise call
+``nltk.download("stopwords")``. Without a tagger its part-of-speech heuristics see no determiners or
+prepositions; the stopword list does that job. Negation is decided by :mod:`.negation` for every
+backend alike, from the mention's position in its sentence.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from radbench.errors import UsageError
+from radbench.metrics import cache
+from radbench.metrics.umls import negation
+from radbench.metrics.umls.stopwords import ENGLISH
+
+BACKENDS = ("hpo", "quickumls", "scispacy")
+QUICKUMLS_FILES = ("umls-simstring.db", "cui-semtypes.db")
+
+
+@dataclass(frozen=True)
+class Mention:
+    start: int
+    end: int
+    cui: str
+    negated: bool
+    text: str
+
+    def as_list(self) -> list[Any]:
+        return [self.start, self.end, self.cui, self.negated, self.text]
+
+
+class Extractor(Protocol):
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """``(start, end, cui)`` of each concept mention, before negation."""
+        ...
+
+
+def mentions(extractor: Extractor, text: str) -> list[Mention]:
+    scopes = negation.negation_scopes(text)
+    return [Mention(s, e, cui, negation.is_negated(s, e, scopes), text[s:e]) for s, e, cui in extractor.spans(text)]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Picklable description of a backend: what a worker process needs to build its own extractor."""
+
+    backend: str
+    index: str = ""
+    threshold: float = 0.7
+    similarity: str = "jaccard"
+    window: int = 5
+    min_match_length: int = 3
+    overlapping: str = "score"
+    semtypes: str = "quickumls-default"  # or "all"
+    model: str = "en_core_sci_lg"
+    linker: str = "umls"
+
+    def identity(self) -> dict[str, Any]:
+        """What the extracted concepts depend on: the cache namespace and the recorded config."""
+        base: dict[str, Any] = {"backend": self.backend, "negation_version": negation.NEGATION_VERSION}
+        if self.backend in ("hpo", "quickumls"):
+            base.update(index=self.index_identity(), threshold=self.threshold, similarity=self.similarity,
+                        window=self.window, min_match_length=self.min_match_length, overlapping=self.overlapping,
+                        semtypes=self.semtypes, quickumls=importlib.metadata.version("quickumls"),
+                        tokenizer="spacy.blank('en') " + importlib.metadata.version("spacy"))
+        else:
+            base.update(model=self.model, linker=self.linker, model_version=_version(self.model),
+                        scispacy=_version("scispacy"))
+        return base
+
+    def index_identity(self) -> Any:
+        if self.backend == "hpo":
+            from radbench.metrics.umls import hpo
+
+            return hpo.read_stamp(Path(self.index).parent) or self.index
+        # A licensed index is too large to hash on every run: its files' names, sizes and times.
+        root = Path(self.index)
+        return {"path": str(root.resolve()), "files": sorted(
+            [str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in root.rglob("*") if p.is_file()
+        )}
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def resolve_spec(backend: str, index: str | None, **kwargs: Any) -> BackendSpec:
+    """Validate the user's backend choice now (cheaply), so a bad path fails before any generation."""
+    if backend not in BACKENDS:
+        raise UsageError(f"umls: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "hpo":
+        from radbench.metrics.umls import hpo
+
+        _require_quickumls()
+        hpo.hpo_obo_path()
+        return BackendSpec("hpo", index="", semtypes="all", **kwargs)
+    if backend == "quickumls":
+        _require_quickumls()
+        if not index:
+            raise UsageError("umls backend 'quickumls' needs umls.index=/path/to/a/QuickUMLS/index "
+                             "(built with python -m quickumls.install from a licensed UMLS release)")
+        root = Path(index).expanduser()
+        missing = [name for name in QUICKUMLS_FILES if not (root / name).is_dir()]
+        if missing:
+            raise UsageError(f"umls.index={root}: not a QuickUMLS index (missing {', '.join(missing)})")
+        return BackendSpec("quickumls", index=str(root), **kwargs)
+    _require_scispacy(kwargs.get("model", "en_core_sci_lg"))
+    return BackendSpec("scispacy", **kwargs)
+
+
+def _require_quickumls() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("quickumls") is None or importlib.util.find_spec("spacy") is None:
+        raise UsageError("umls metrics need quickumls and spacy: pip install 'radbench[metrics]'")
+
+
+def _require_scispacy(model: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("scispacy") is None or importlib.util.find_spec("spacy") is None:
+        raise UsageError(
+            "umls backend 'scispacy' needs scispacy (pip install scispacy) and the model "
+            f"{model} (not on PyPI: pip install its tarball from https://allenai.github.io/scispacy/)"
+        )
+    import spacy
+
+    if not spacy.util.is_package(model):
+        raise UsageError(
+            f"umls backend 'scispacy' needs the spaCy model {model}, which is not installed (not on PyPI: "
+            "pip install its tarball from https://allenai.github.io/scispacy/); or use umls.backend=hpo"
+        )
+
+
+class QuickUmlsExtractor:
+    """QuickUMLS matching on a blank spaCy tokenizer, with the shipped stopwords."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        import spacy
+        from quickumls import constants
+        from quickumls import core
+
+        path = Path(spec.index)
+        semtypes = None if spec.semtypes == "all" else constants.ACCEPTED_SEMTYPES
+        real_nltk = core.nltk
+        core.nltk = _OFFLINE_NLTK  # QuickUMLS reads stopwords through nltk and downloads them when missing
+        try:
+            self.matcher = core.QuickUMLS(
+                str(path), overlapping_criteria=spec.overlapping, threshold=spec.threshold, window=spec.window,
+                similarity_name=spec.similarity, min_match_length=spec.min_match_length,
+                accepted_semtypes=semtypes, spacy_component=True,
+            )
+        finally:
+            core.nltk = real_nltk
+        self.nlp = spacy.blank("en")
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        found = self.matcher._match(self.nlp(text), best_match=True, ignore_syntax=False)
+        return sorted((group[0]["start"], group[0]["end"], group[0]["cui"]) for group in found)
+
+
+class _OfflineStopwords:
+    def words(self, fileids: str | None = None) -> list[str]:
+        return sorted(ENGLISH)
+
+
+def _no_download(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("radbench never lets QuickUMLS download NLTK data")
+
+
+_OFFLINE_NLTK = types.SimpleNamespace(corpus=types.SimpleNamespace(stopwords=_OfflineStopwords()),
+                                      download=_no_download)
+
+
+class ScispacyExtractor:
+    """RadFM's pipeline: en_core_sci_lg, abbreviation detector, UMLS linker; top CUI per entity."""
+
+    def __init__(self, spec: BackendSpec, nlp: Any = None) -> None:
+        if nlp is None:
+            import spacy
+            import scispacy.abbreviation  # noqa: F401  (registers the pipe)
+            import scispacy.linking  # noqa: F401  (registers the pipe)
+
+            nlp = spacy.load(spec.model)
+            nlp.add_pipe("abbreviation_detector")
+            nlp.add_pipe("scispacy_linker", config={"resolve_abbreviations": True, "linker_name": spec.linker})
+        self.nlp = nlp
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        out = []
+        for ent in self.nlp(text).ents:
+            candidates = ent._.kb_ents
+            if candidates:
+                out.append((ent.start_char, ent.end_char, candidates[0][0]))
+        return sorted(out)
+
+
+@functools.lru_cache(maxsize=4)
+def build_extractor(spec: BackendSpec) -> Extractor:
+    """One extractor per backend configuration and process (loading an index takes a second)."""
+    if spec.backend in ("hpo", "quickumls"):
+        return QuickUmlsExtractor(spec)
+    return ScispacyExtractor(spec)
+
+
+def extract_chunk(texts: Sequence[str], spec: BackendSpec) -> list[list[list[Any]]]:
+    """Mentions of each text as JSON-able lists; the unit of work of a worker process."""
+    extractor = build_extractor(spec)
+    return [[m.as_list() for m in mentions(extractor, text)] for text in texts]
+
+
+def hpo_spec_with_index(spec: BackendSpec) -> BackendSpec:
+    """The HPO spec bound to its built index (built here, in the parent, before any worker starts)."""
+    from dataclasses import replace
+
+    from radbench.metrics.umls import hpo
+
+    return replace(spec, index=str(hpo.ensure_hpo_index() / "quickumls"))
+
+
+def extraction_store(spec: BackendSpec, enabled: bool) -> cache.Store | None:
+    return cache.open_store("umls-concepts", spec.identity(), enabled)
