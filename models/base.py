@@ -61,7 +61,9 @@ def parse_model_args(text: str | None) -> dict[str, str]:
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--model-args: {item!r} is not key=value (expected k=v,k2=v2)")
+            from radbench.security import redact
+
+            raise UsageError(f"--model-args: {redact(item)!r} is not key=value (expected k=v,k2=v2)")
         out[key.strip()] = value.strip()
     return out
 

@@ -22,6 +22,7 @@ from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
+from radbench.security import redact
 from radbench.store import RESULTS, SCORES, PredictionStore, RunLock, prediction_key, write_jsonl
 from radbench.tasks.base import DataOptions, Dataset, Task, failed_row, load_split, select_exemplars
 from radbench.tasks.templates import PromptLibrary
@@ -66,6 +67,7 @@ class Plan:
     dataset_name: str
     dataset: Dataset
     metric_ids: list[str]
+    model_args: dict[str, str]
     samples: list[Sample]
     pool: list[Sample]
     adapter: Adapter
@@ -188,18 +190,35 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     duplicated = [i for i, c in Counter(s.id for s in samples).items() if c > 1]
     if duplicated:
         raise UsageError(f"dataset {dataset_name!r}: duplicate sample id {duplicated[0]!r}")
+    if options.strict:  # before the model loads: a long load must not end in a missing-image stop
+        _check_images(samples)
 
+    seed_everything(config.seed)
     adapter = adapter_cls.from_args(**model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
     pool = load_split(dataset, task.name, "train", options) if wants_pool else []
     if options.strict:
-        _check_images(samples + pool)
+        _check_images(pool)
     if wants_pool:
         adapter.observe_exemplars([task.render_exemplar(ex) for ex in pool if failed_row(ex) is None])
     fingerprint = adapter.fingerprint()
     requests = [task.render(s, select_exemplars(s, pool, config.shots, config.seed)) for s in samples]
     keys = [prediction_key(s.id, r.prompt_hash(), fingerprint, r.gen_kwargs) for s, r in zip(samples, requests)]
-    return Plan(task, dataset_name, dataset, metric_ids, samples, pool, adapter, requests, keys, trained_on, options)
+    return Plan(task, dataset_name, dataset, metric_ids, model_args, samples, pool, adapter, requests, keys, trained_on,
+                options)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and (if loaded) torch before the model is built; recorded in results."""
+    import random
+    import sys
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def _cuda_available() -> bool:
@@ -292,7 +311,11 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "model": {**p.adapter.describe(), "trained_on": p.trained_on},
         "n_samples": len(p.samples),
         "seed": config.seed,
+        "seeds": {"python": config.seed, "numpy": config.seed, "torch": config.seed,
+                  "fewshot_sampler": config.seed, "bootstrap": config.seed},
         "shots": config.shots,
+        "config": redact({"model_args": p.model_args, "batch_size": config.batch_size, "limit": config.limit,
+                          "metrics": p.metric_ids, "data_root": config.data_root}),
         "gen_kwargs": p.requests[0].gen_kwargs,
         "prompt_hash": stable_hash([r.prompt_hash() for r in p.requests]),
         "exemplar_manifest_hash": manifest_hash(p.pool) if p.pool else None,

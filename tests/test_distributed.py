@@ -61,9 +61,9 @@ def test_two_ranks_equal_one_rank(tmp_path: Path) -> None:
 
 
 def test_resume_on_a_different_world_size(tmp_path: Path) -> None:
-    _single(tmp_path / "reference")
+    _single(tmp_path / "reference", "--model-args", "delay=0.05")
     out = tmp_path / "resumed"
-    proc = _torchrun(out, 2, "--model-args", "delay=0.1")
+    proc = _torchrun(out, 2, "--model-args", "delay=0.05")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         parts = list((out / "parts").glob("predictions.*.jsonl")) if (out / "parts").exists() else []
@@ -76,7 +76,7 @@ def test_resume_on_a_different_world_size(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     time.sleep(0.5)
     assert not (out / RESULTS).exists()
-    _single(out, "--model-args", "delay=0.1")
+    _single(out, "--model-args", "delay=0.05")
     _same_run(tmp_path / "reference", out)
     res = json.loads((out / RESULTS).read_text())
     assert 10 <= res["timing"]["resumed"] < res["n_samples"]

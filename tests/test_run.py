@@ -78,7 +78,7 @@ def _cli(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
-    assert _cli(reference, "--batch-size", "2").wait(timeout=120) == 0
+    assert _cli(reference, "--batch-size", "2", "--model-args", "delay=0.05").wait(timeout=120) == 0
     killed = tmp_path / "killed"
     proc = _cli(killed, "--batch-size", "2", "--model-args", "delay=0.05")
     deadline = time.monotonic() + 60

@@ -24,7 +24,7 @@ class EchoAdapter(Adapter):
 
     @classmethod
     def from_args(cls, **model_args: str) -> Adapter:
-        unknown = set(model_args) - {"delay", "fail_on"}
+        unknown = set(model_args) - {"delay", "fail_on", "api_key"}  # api_key: accepted like an API model
         if unknown:
             raise UsageError(f"echo: unknown --model-args {sorted(unknown)}")
         return cls(float(model_args.get("delay", 0)), model_args.get("fail_on", ""))
