@@ -23,7 +23,15 @@ from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
 from radbench.security import redact
-from radbench.store import RESULTS, SCORES, PredictionStore, RunLock, prediction_key, write_jsonl
+from radbench.store import (
+    RESULTS,
+    SCORES,
+    PredictionStore,
+    RunLock,
+    prediction_key,
+    remove_stale_temporaries,
+    write_jsonl,
+)
 from radbench.tasks.base import DataOptions, Dataset, Task, failed_row, load_split, select_exemplars
 from radbench.tasks.templates import PromptLibrary
 from radbench.types import Prediction, Request, Sample, stable_hash
@@ -344,6 +352,7 @@ def run(config: RunConfig) -> dict[str, Any] | None:
     if world.is_main:
         try:
             lock.acquire()
+            remove_stale_temporaries(config.output)
         except UsageError as exc:
             lock_error = exc
     # Every rank takes part in the handshake, so a rank-0 failure cannot leave the others waiting.

@@ -45,6 +45,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files that a killed :func:`atomic_write_text` left (call under the run lock)."""
+    for name in (PREDICTIONS, SCORES, RESULTS):
+        for tmp in directory.glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
