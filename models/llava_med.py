@@ -286,7 +286,7 @@ class LlavaMedAdapter(Adapter):
             model = LlavaForConditionalGeneration(config)
         zero_image_row(model, config.image_token_id)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, config.to_dict(), seed)
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**config.to_dict(), "dtype": hf.DTYPE_NAMES[dtype]}, seed)
         return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed}, max_batch_size)
 
     @classmethod

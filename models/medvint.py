@@ -390,7 +390,7 @@ class MedVInTAdapter(Adapter):
             model = MedVInTModel(cfg)
             randomize_batchnorm(model)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, asdict(cfg), seed)
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype]}, seed)
         return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
                    max_batch_size, mode)
 

@@ -31,6 +31,7 @@ class FakeOpenAI:
         self.root = root
         self.slow_seconds = slow_seconds
         self.require_key = require_key
+        self.empty = False  # when set, every completion is empty (the conformance suite's silenced model)
         self.attempts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -60,7 +61,7 @@ class FakeOpenAI:
         text = texts[-1] if texts else ""
         if "[null]" in text:
             return None
-        if "[empty]" in text:
+        if "[empty]" in text or self.empty:
             return ""
         words = [f"{n_images}", "image(s):"] + text.split()[::-1]
         limit = body.get("max_tokens", body.get("max_completion_tokens"))
