@@ -48,8 +48,6 @@ from radbench.models import hf
 from radbench.models.base import Adapter
 from radbench.types import ImageRef, Request
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 EOC, IMAGE, PAD = "<|endofchunk|>", "<image>", "<PAD>"
 # Where each LM family keeps its decoder layers and input embeddings (open_flamingo factory.py).
 LM_LAYOUTS: dict[str, tuple[str, str]] = {
@@ -443,27 +441,18 @@ def infer_every_n(model: str, state: dict[str, torch.Tensor], layers_attr: str, 
 # ---------------------------------------------------------------------------------------------
 
 
-def preprocess(ref: ImageRef, size: int) -> torch.Tensor:
-    """open_clip's ViT-L-14 eval transform: shortest edge to ``size`` (bicubic), center crop, normalize.
+def preprocess_spec(size: int) -> images.Preprocess:
+    """radbench's ``clip-224`` preset at ``size``: open_clip's ViT-L-14 eval transform (bicubic
+    shortest-edge resize, center crop, OpenAI mean/std); a 3D study shows its middle slice."""
+    return replace(images.PRESETS["clip-224"], size=size)
 
-    3D studies are reduced to their middle slice (2D-only model; interim policy).
-    """
-    from PIL import Image
 
-    arr = images.load(ref)
-    if arr.ndim == 4:
-        arr = hf.middle_slice(arr)
-    pil = hf.to_pil(hf.rgb(hf.unit_range(arr, ref.path), ref.path))
-    w, h = pil.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_long = int(size * long / short)
-    pil = pil.resize((size, new_long) if w <= h else (new_long, size), Image.BICUBIC)
-    w, h = pil.size
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    pil = pil.crop((left, top, left + size, top + size))
-    pixels = np.asarray(pil, dtype=np.float32) / 255.0
-    pixels = (pixels - np.array(OPENAI_MEAN, dtype=np.float32)) / np.array(OPENAI_STD, dtype=np.float32)
-    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+def pixels(ref: ImageRef, spec: images.Preprocess) -> torch.Tensor:
+    """One image (or a 3D study's middle slice) as ``(3, size, size)`` CLIP input."""
+    array = images.prepare(ref, spec).array
+    if array.ndim == 4:  # (K, 3, S, S) slices of a volume; the default policy picks K = 1
+        array = array[array.shape[0] // 2]
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def turn_text(turn: Any, refs: list[ImageRef]) -> str:
@@ -543,7 +532,7 @@ class FlamingoAdapter(Adapter):
                  fingerprint: str, source: dict[str, Any], max_batch_size: int) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.image_size = image_size
+        self.spec = preprocess_spec(image_size)
         self.device = device
         self.dtype = dtype
         self._fingerprint = fingerprint
@@ -595,6 +584,7 @@ class FlamingoAdapter(Adapter):
         fingerprint = tiny.tiny_fingerprint(cls.name, {
             "flamingo": asdict(cfg), "clip": vision_cfg.to_dict(), "lm": lm_cfg.to_dict(),
             "legacy_media_attention": legacy, "dtype": hf.DTYPE_NAMES[dtype],
+            "preprocess": preprocess_spec(vision_cfg.image_size).fingerprint(),
         })
         source = {"preset": "tiny-random", "legacy_media_attention": legacy}
         return cls(model, tokenizer, vision_cfg.image_size, device, dtype, fingerprint, source, max_batch_size)
@@ -634,7 +624,8 @@ class FlamingoAdapter(Adapter):
         files = [weights, *weight_files(lm_dir), *(weight_files(vision) if vision.is_dir() else [vision])]
         weights_id = hf.cached_file_fingerprint(files, full=full)
         fingerprint = hf.stable_fingerprint(cls.name, weights_id, {
-            "dtype": hf.DTYPE_NAMES[dtype], "legacy_media_attention": legacy, "flamingo": asdict(cfg)})
+            "dtype": hf.DTYPE_NAMES[dtype], "legacy_media_attention": legacy, "flamingo": asdict(cfg),
+            "preprocess": preprocess_spec(clip.config.image_size).fingerprint()})
         source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "lm_type": model_type,
                   "vision_path": str(vision), "legacy_media_attention": legacy,
                   "cross_attn_every_n_layers": cfg.cross_attn_every_n_layers, "keys": report.to_json()}
@@ -652,8 +643,7 @@ class FlamingoAdapter(Adapter):
             "source": self.source,
             "decoding": {"greedy": True, "eos": EOC, "default_max_new_tokens": self.default_max_new_tokens,
                          "never_generated": [IMAGE, PAD], "new_lm_head_rows": "zeros"},
-            "preprocessing": "open_clip ViT-L-14 eval transform (bicubic shortest-edge resize, center crop, "
-                             "OpenAI mean/std); 3D studies: middle slice",
+            "preprocessing": self.spec.describe(),
         }
 
     @torch.inference_mode()
@@ -665,8 +655,8 @@ class FlamingoAdapter(Adapter):
             if not refs:
                 raise SampleError(f"{self.name} needs at least one image per prompt (gated layers attend to images)")
             prompts.append(prompt)
-            pixels = torch.stack([preprocess(r, self.image_size) for r in refs]).to(self.device, self.dtype)
-            media.append(self.model.encode_images(pixels))
+            batch = torch.stack([pixels(r, self.spec) for r in refs]).to(self.device, self.dtype)
+            media.append(self.model.encode_images(batch))
         batch_media = media[0].new_zeros((len(media), max(m.shape[0] for m in media), *media[0].shape[1:]))
         for row, m in enumerate(media):
             batch_media[row, : m.shape[0]] = m

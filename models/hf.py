@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 
-from radbench.errors import SampleError, UsageError
+from radbench.errors import UsageError
 from radbench.types import stable_hash
 
 # ---------------------------------------------------------------------------------------------
@@ -525,47 +524,3 @@ def assert_token_ids(model: str, tokenizer: Any, expected: Mapping[str, int]) ->
         got = tokenizer.convert_tokens_to_ids(token)
         if got != want:
             raise UsageError(f"model {model!r}: tokenizer maps {token} to id {got}, the checkpoint expects {want}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Interim image helpers (move to radbench.images once its model-specific preprocessing lands)
-# ---------------------------------------------------------------------------------------------
-
-
-def unit_range(arr: np.ndarray, ref_name: str = "") -> np.ndarray:
-    """Intensities in [0, 1]: 8-bit data divided by 255 (``ToTensor``), anything else min-max scaled.
-
-    PNG/JPEG pixels are 0..255, and ``ToTensor`` is what every model here was trained with; CT in
-    HU or 12-bit radiographs have no such scale, so they are min-max scaled as RadFM does for 3D.
-    """
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo >= 0.0 and hi <= 255.0 and hi > 1.0 and np.all(np.mod(arr, 1) == 0):
-        return (arr / 255.0).astype(np.float32)
-    if hi - lo <= 0:
-        raise SampleError(f"image {ref_name}: constant intensity {lo}, nothing to show the model")
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
-
-
-def rgb(arr: np.ndarray, ref_name: str = "") -> np.ndarray:
-    """``(C, ...)`` with C in {1, 3} -> 3 channels (grey repeated, as every model here expects RGB)."""
-    if arr.shape[0] == 3:
-        return arr
-    if arr.shape[0] == 1:
-        return np.repeat(arr, 3, axis=0)
-    raise SampleError(f"image {ref_name}: {arr.shape[0]} channels, expected 1 or 3")
-
-
-def middle_slice(volume: np.ndarray) -> np.ndarray:
-    """``(C, H, W, D)`` -> ``(C, H, W)``: the middle axial slice, for 2D-only models.
-
-    A fixed, documented policy until radbench.images provides the shared 2D-slice policy.
-    """
-    return volume[..., volume.shape[-1] // 2]
-
-
-def to_pil(arr01: np.ndarray) -> Any:
-    """``(3, H, W)`` in [0, 1] -> an 8-bit RGB PIL image (what torchvision transforms were given)."""
-    from PIL import Image
-
-    pixels = np.clip(np.rint(arr01.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels, mode="RGB")

@@ -17,7 +17,8 @@ are unused at inference and not built; their keys, and the ``rotary_emb.inv_freq
 transformers 4.28 saved, are the only keys dropped on load.
 
 Inference as the authors ran it (Quick_demo/test.py, src/test.py), with three documented changes:
-the 2D crop is a deterministic ``Resize((512, 512), BICUBIC)`` instead of ``RandomResizedCrop``;
+the 2D crop is a deterministic ``Resize((512, 512), BICUBIC)`` instead of ``RandomResizedCrop``
+(radbench's ``radfm`` preprocessing preset, :mod:`radbench.images`);
 EOS is id 2 (the shipped config's ``eos=1`` is the decapoda bug; RadFM trained with 2); requests
 are batched with left padding (verified to give the bs=1 tokens).
 """
@@ -29,9 +30,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from einops.layers.torch import Rearrange
 from torch import nn
@@ -47,7 +46,6 @@ IMAGE_TOKENS = 32  # perceiver latents per image = <image{k}> tokens per image b
 MAX_IMAGES = 100  # the tokenizer of Quick_demo/test.py and training; the first 322 ids equal the test one's
 CONTEXT = 2048  # the authors tokenized with max_length=2048
 DEFAULT_MAX_NEW_TOKENS = 200
-DEPTHS = tuple(range(4, 65, 4))
 # Checkpoint keys that are not part of the inference model (radfm-radbench.md §1.6).
 STALE_KEYS = (
     r"lang_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$",
@@ -298,39 +296,17 @@ def render_prompt(request: Request) -> tuple[str, list[ImageRef]]:
     return "\n".join(lines), refs
 
 
-def target_depth(depths: Sequence[int]) -> int:
-    """``stack_images``: the depth in {4, 8, ..., 64} closest to the sample's largest (ties: smaller)."""
-    max_d = max([4, *depths])
-    best = 4
-    for d in DEPTHS:
-        if abs(d - max_d) < abs(best - max_d):
-            best = d
-    return best
+def preprocess_spec(size: int) -> images.Preprocess:
+    """radbench's ``radfm`` preset at ``size``: 2D squashed to ``size``x``size`` (bicubic, the authors'
+    RandomResizedCrop made deterministic), ``ToTensor`` scale, no mean/std; 3D kept whole, min-max
+    over the case file."""
+    return replace(images.PRESETS["radfm"], size=size)
 
 
-def load_image(ref: ImageRef, size: int) -> torch.Tensor:
-    """One image as RadFM's test code prepares it, before depth resampling: ``(3, H, W, D)`` in [0, 1].
-
-    2D: RGB, ``Resize((size, size), BICUBIC)`` (the authors' random crop made deterministic),
-    ``ToTensor``, depth 1. 3D: min-max over the volume (the authors scale the whole case file),
-    grey repeated to 3 channels.
-    """
-    from PIL import Image
-
-    arr = images.load(ref)
-    if ref.kind == "2d":
-        pil = hf.to_pil(hf.rgb(hf.unit_range(arr, ref.path), ref.path)).resize((size, size), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[..., None]
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        raise SampleError(f"image {ref.path}: constant volume, nothing to show the model")
-    return torch.from_numpy(hf.rgb((arr - lo) / (hi - lo), ref.path).astype(np.float32))
-
-
-def stack_images(volumes: Sequence[torch.Tensor], size: int) -> torch.Tensor:
-    """``stack_images``: every image of a sample nearest-resampled to ``(3, size, size, target_D)``."""
-    depth = target_depth([v.shape[-1] for v in volumes if v.shape[-1] > 1])
-    return torch.cat([F.interpolate(v[None], size=(size, size, depth), mode="nearest") for v in volumes])
+def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Tensor:
+    """``stack_images``: a sample's images as ``(S, 3, size, size, target_D)``, depth in {4, ..., 64}."""
+    arrays = [images.prepare(ref, spec).array for ref in refs]
+    return torch.from_numpy(images.radfm_stack(arrays, spec.size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +333,7 @@ class RadFMAdapter(Adapter):
         self.source = source
         self.max_batch_size = max_batch_size
         self._step = hf.hf_step(model.lang_model)
+        self.spec = preprocess_spec(cfg.image_size)
 
     @classmethod
     def from_args(cls, **model_args: str) -> "RadFMAdapter":
@@ -383,7 +360,8 @@ class RadFMAdapter(Adapter):
         with tiny.seeded():
             model = RadFMModel(cfg)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype]})
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype],
+                                                       "preprocess": preprocess_spec(cfg.image_size).fingerprint()})
         return cls(model, tokenizer, cfg, device, dtype, fingerprint, {"preset": "tiny-random"}, max_batch_size)
 
     @classmethod
@@ -409,7 +387,8 @@ class RadFMAdapter(Adapter):
                                  stale=STALE_KEYS)
         full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
         weights_id = hf.cached_file_fingerprint([weights, lm_dir / "tokenizer.model"], full=full)
-        fingerprint = hf.stable_fingerprint(cls.name, weights_id, {"dtype": hf.DTYPE_NAMES[dtype]})
+        fingerprint = hf.stable_fingerprint(cls.name, weights_id, {
+            "dtype": hf.DTYPE_NAMES[dtype], "preprocess": preprocess_spec(cfg.image_size).fingerprint()})
         source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "keys": report.to_json()}
         return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
 
@@ -423,8 +402,7 @@ class RadFMAdapter(Adapter):
             "device": str(self.device),
             "source": self.source,
             "decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
-            "preprocessing": "2D: Resize((512,512), BICUBIC) instead of the authors' RandomResizedCrop; "
-                             "3D: per-scan min-max; depth nearest-resampled to {4..64}",
+            "preprocessing": self.spec.describe(),
         }
 
     def encode(self, request: Request) -> tuple[list[int], torch.Tensor | None]:
@@ -437,7 +415,7 @@ class RadFMAdapter(Adapter):
             raise SampleError(f"prompt is {len(ids)} tokens, longer than RadFM's {CONTEXT}-token context")
         if not refs:
             return ids, None
-        vision_x = stack_images([load_image(r, self.cfg.image_size) for r in refs], self.cfg.image_size)
+        vision_x = vision_input(refs, self.spec)
         with torch.inference_mode():
             visual = self.model.embedding_layer.encode_images(vision_x.to(self.device, self.dtype))
         return ids, visual

@@ -117,9 +117,9 @@ def test_cached_generation_equals_full_recompute(openf: fl.OpenFlamingoAdapter, 
                 param.fill_(0.5)
     request = requests_[1]
     prompt, refs = adapter.render(request)
-    pixels = torch.stack([fl.preprocess(r, adapter.image_size) for r in refs])
+    batch = torch.stack([fl.pixels(r, adapter.spec) for r in refs])
     with torch.inference_mode():
-        media = adapter.model.encode_images(pixels)[None]
+        media = adapter.model.encode_images(batch)[None]
         ids = adapter.tokenizer(prompt)["input_ids"]
         recomputed = []
         for _ in range(6):  # no cache: every step re-reads the whole sequence (v2: text after the image sees it)
@@ -175,12 +175,15 @@ def test_clip_preprocessing_resizes_shortest_edge_and_center_crops(tmp_path: Pat
     wide = np.zeros((40, 80, 3), dtype=np.uint8)
     wide[:, 38:42] = 255  # a bright vertical bar in the middle survives the center crop
     Image.fromarray(wide).save(tmp_path / "wide.png")
-    pixels = fl.preprocess(ImageRef("wide.png", root=str(tmp_path)), 28)
-    assert pixels.shape == (3, 28, 28)
-    assert pixels[0, :, 14].mean() > pixels[0, :, 0].mean()
+    spec = fl.preprocess_spec(28)
+    image = fl.pixels(ImageRef("wide.png", root=str(tmp_path)), spec)
+    assert image.shape == (3, 28, 28)
+    assert image[0, :, 14].mean() > image[0, :, 0].mean()
     volume = np.stack([np.full((8, 8), float(i)) for i in range(5)], axis=-1)[None]
     np.save(tmp_path / "vol.npy", volume)
-    assert fl.preprocess(ImageRef("vol.npy", kind="3d", root=str(tmp_path)), 28).shape == (3, 28, 28)
+    middle = fl.pixels(ImageRef("vol.npy", kind="3d", root=str(tmp_path)), spec)
+    assert middle.shape == (3, 28, 28)
+    assert torch.allclose(middle[0], middle[0, 0, 0])  # one slice, uniform: the middle one of 5
 
 
 # ---------------------------------------------------------------------------------------------

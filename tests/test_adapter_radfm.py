@@ -86,9 +86,12 @@ def test_gather_equals_the_authors_one_hot_matmul(adapter: radfm.RadFMAdapter) -
         assert torch.allclose(emb.embed(ids, visual), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize(("depths", "target"), [([], 4), ([16], 16), ([6], 4), ([10], 8), ([30], 28), ([200], 64)])
-def test_target_depth_follows_stack_images(depths: list[int], target: int) -> None:
-    assert radfm.target_depth(depths) == target
+def test_vision_input_stacks_a_sample_at_one_depth(adapter: radfm.RadFMAdapter, requests_: list[Request]) -> None:
+    three_d = next(r for r in requests_ if r.images[0].kind == "3d")
+    stacked = radfm.vision_input(three_d.images + requests_[0].images, adapter.spec)
+    size = adapter.cfg.image_size
+    assert stacked.shape == (2, 3, size, size, 16)  # the demo volumes have 16 slices: 2D images join at D=16
+    assert 0.0 <= float(stacked.min()) and float(stacked.max()) <= 1.0
 
 
 def test_prompt_numbers_images_in_order_and_writes_exemplars_as_training_sequences(
