@@ -24,7 +24,7 @@ import numpy as np
 
 from radbench import registry, results, scoring
 from radbench.errors import UsageError
-from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, apply_draws, cluster_draws, percentile_ci
+from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, cluster_draws, draw_weights, percentile_ci
 from radbench.leaderboard import schemas
 from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
 
@@ -51,7 +51,7 @@ CONTEXT_FIELDS = (
     "seed",
     "failures.count",
 )
-STATUSES = ("regression", "improvement", "within_tolerance", "not_significant", "undefined")
+WEIGHT_BLOCK = 200  # resamples per weight matrix: bounds memory at 200 x n floats
 
 
 @dataclass
@@ -184,6 +184,7 @@ class MetricDiff:
     ci_low: float | None
     ci_high: float | None
     p_value: float | None
+    p_adjusted: float | None
     n: int
     status: str
 
@@ -226,8 +227,24 @@ def bootstrap_p_value(samples: np.ndarray) -> float | None:
     return min(1.0, 2 * (tail + 1) / (finite.size + 1))
 
 
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values over the metrics compared together.
+
+    A gate that fails when *any* of eight metrics drops would, uncorrected, raise a false alarm far
+    more often than 5% of the time; the adjustment bounds that family-wise rate. ``--metrics``
+    narrows the family, which is how a team gains power on the metric it cares about.
+    """
+    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(defined):
+        running = max(running, min(1.0, (len(defined) - rank) * p))
+        out[i] = running
+    return out
+
+
 def classify(diff: float | None, p_value: float | None, level: float, min_effect: float) -> str:
-    """A drop is a regression when it is significant *and* larger than ``min_effect``."""
+    """A drop is a regression when it is significant (Holm-adjusted) *and* larger than ``min_effect``."""
     if diff is None or p_value is None:
         return "undefined"
     if p_value >= 1 - level:
@@ -252,34 +269,34 @@ def paired_bootstrap(
     """Per metric: new − base on the full set, and on ``iterations`` paired cluster resamples.
 
     ``base[i]`` and ``new[i]`` are the same sample; both runs get the same resample rows, so every
-    resample is a like-for-like difference.
+    resample is a like-for-like difference. Verdicts use p-values adjusted over ``metric_ids``.
     """
     if not (len(base) == len(new) == len(clusters)) or not base:
         raise ValueError("paired_bootstrap needs equally long, non-empty, aligned record lists")
     groups = scoring.resolve_metrics(metric_ids)
+    metrics = [groups[registry.metric_group(m)] for m in metric_ids]
     draws = cluster_draws(clusters, iterations, seed)
-    out = []
-    for metric_id in metric_ids:
-        metric = groups[registry.metric_group(metric_id)]
-        values = []
-        for records in (base, new):
-            full = metric.aggregate(metric_id, records)
-            boot = apply_draws(
-                lambda subset: metric.aggregate(metric_id, subset),
-                lambda d, r=records: metric.aggregate_many(metric_id, r, d),
-                records,
-                draws,
+    boot = np.empty((len(metric_ids), len(draws)))
+    # One weight block serves every metric and both runs: the resamples are shared by design.
+    for start in range(0, len(draws), WEIGHT_BLOCK):
+        weights = draw_weights(draws[start : start + WEIGHT_BLOCK], len(base))
+        for k, (metric_id, metric) in enumerate(zip(metric_ids, metrics)):
+            boot[k, start : start + WEIGHT_BLOCK] = (
+                metric.aggregate_many(metric_id, new, weights) - metric.aggregate_many(metric_id, base, weights)
             )
-            values.append((full, boot))
-        (b_full, b_boot), (n_full, n_boot) = values
+    rows = []
+    for k, (metric_id, metric) in enumerate(zip(metric_ids, metrics)):
+        b_full, n_full = metric.aggregate(metric_id, base), metric.aggregate(metric_id, new)
         diff = None if b_full is None or n_full is None else n_full - b_full
-        samples = n_boot - b_boot
-        low, high = percentile_ci(samples, level)
-        p_value = bootstrap_p_value(samples) if diff is not None else None
+        low, high = percentile_ci(boot[k], level)
+        p_value = bootstrap_p_value(boot[k]) if diff is not None else None
         n = sum(1 for rb, rn in zip(base, new) if rb.get(metric_id) is not None and rn.get(metric_id) is not None)
-        out.append(MetricDiff(metric_id, b_full, n_full, diff, low, high, p_value, n,
-                              classify(diff, p_value, level, min_effect)))
-    return out
+        rows.append((metric_id, b_full, n_full, diff, low, high, p_value, n))
+    adjusted = holm([row[6] for row in rows])
+    return [
+        MetricDiff(*row[:7], p_adj, row[7], classify(row[3], p_adj, level, min_effect))
+        for row, p_adj in zip(rows, adjusted)
+    ]
 
 
 def _select_metrics(base: RunData, new: RunData, wanted: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -413,16 +430,17 @@ def to_markdown(c: Comparison) -> str:
             f"- **Task** {md_escape(r['task']['name'])} v{md_escape(r['task']['version'])} on "
             f"{md_escape(r['dataset']['name'])}{demo}, manifest `{r['dataset']['manifest_hash'][:12]}`",
             f"- Paired bootstrap over {c.shared} shared samples in {c.clusters} clusters, "
-            f"{c.iterations} resamples, seed {c.seed}; regression = significant at {1 - c.level:.2f} "
-            f"(two-sided) and a drop larger than {c.min_effect:g}",
+            f"{c.iterations} resamples, seed {c.seed}; regression = a drop larger than {c.min_effect:g} with "
+            f"Holm-adjusted p < {1 - c.level:.2f} over the {len(c.metrics)} metrics compared",
             "",
-            f"| metric | base | new | Δ new − base | {c.level:.0%} CI of Δ | p | verdict |",
-            "|---|---:|---:|---:|---|---:|---|",
+            f"| metric | base | new | Δ new − base | {c.level:.0%} CI of Δ | p | p (Holm) | verdict |",
+            "|---|---:|---:|---:|---|---:|---:|---|",
         ]
         for m in c.metrics:
             lines.append(
                 f"| {md_escape(m.metric)} | {fmt_value(m.base)} | {fmt_value(m.new)} | {fmt_value(m.diff, True)} | "
-                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}] | {fmt_p(m.p_value)} | {VERDICT[m.status]} |"
+                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}] | {fmt_p(m.p_value)} | "
+                f"{fmt_p(m.p_adjusted)} | {VERDICT[m.status]} |"
             )
     if c.notes:
         lines += ["", "Notes:"] + [f"- {md_escape(n)}" for n in c.notes]
@@ -470,13 +488,13 @@ def print_table(c: Comparison) -> None:
             console.print(Text(f"  {d}"))
     else:
         table = Table(title=f"{c.new.directory} vs {c.base.directory} ({c.shared} paired samples, {c.clusters} clusters)")
-        for col in ("metric", "base", "new", "Δ", f"{c.level:.0%} CI of Δ", "p", "verdict"):
+        for col in ("metric", "base", "new", "Δ", f"{c.level:.0%} CI of Δ", "p", "p (Holm)", "verdict"):
             table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
         styles = {"regression": "bold red", "improvement": "green"}
         for m in c.metrics:
             table.add_row(
                 Text(m.metric), fmt_value(m.base), fmt_value(m.new), fmt_value(m.diff, True),
-                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}]", fmt_p(m.p_value),
+                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}]", fmt_p(m.p_value), fmt_p(m.p_adjusted),
                 Text(VERDICT[m.status], style=styles.get(m.status, "")),
             )
         console.print(table)

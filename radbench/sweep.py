@@ -74,6 +74,7 @@ def _trend_row(checkpoint: Checkpoint | None, run_data: compare.RunData, diffs: 
             "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n": m["n"],
             "diff": d.diff if d else None, "diff_ci_low": d.ci_low if d else None,
             "diff_ci_high": d.ci_high if d else None, "p_value": d.p_value if d else None,
+            "p_adjusted": d.p_adjusted if d else None,
             "status": d.status if d else "baseline",
         }
     return {
@@ -179,7 +180,7 @@ def print_trend(trend: dict[str, Any]) -> None:
                 text.append("\nbaseline", style="dim")
             elif m["diff"] is not None:
                 mark = MARK.get(m["status"], " ")
-                text.append(f"\n{mark} {compare.fmt_value(m['diff'], True)} p={compare.fmt_p(m['p_value'])}",
+                text.append(f"\n{mark} {compare.fmt_value(m['diff'], True)} p={compare.fmt_p(m['p_adjusted'])}",
                             style=styles.get(m["status"], "dim"))
             cells.append(text)
         table.add_row(Text(row["name"]), "" if row["step"] is None else str(row["step"]), *cells)

@@ -180,6 +180,11 @@ def test_markdown_escapes_untrusted_text(runs: dict[str, Path], tmp_path: Path) 
     assert "\\[l\\](javascript" in text and "\\| \\`x\\`" in text  # no link, no column break
 
 
+def test_holm_adjustment() -> None:
+    assert compare.holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
+    assert compare.holm([0.5]) == [0.5]
+
+
 def test_p_value_inverts_the_interval() -> None:
     assert compare.bootstrap_p_value(np.zeros(999)) == 1.0
     assert compare.bootstrap_p_value(np.full(999, -0.1)) == pytest.approx(2 / 1000)
