@@ -101,7 +101,8 @@ SCRIPT = """
   function applyFilters() {
     var groups = document.querySelectorAll("section.group"), shown = 0;
     groups.forEach(function (g) {
-      var ok = (!task.value || g.dataset.task === task.value) && (!dataset.value || g.dataset.dataset === dataset.value);
+      var ok = (!task.value || g.dataset.task === task.value) &&
+        (!dataset.value || g.dataset.dataset === dataset.value);
       g.hidden = !ok;
       shown += ok ? 1 : 0;
     });

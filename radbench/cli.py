@@ -105,12 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--output", type=Path, default=Path("runs/demo"))
     p_demo.add_argument("--quiet", action="store_true")
 
-    p_cmp = sub.add_parser("compare", help="paired bootstrap of NEW against BASE; exit 1 on a regression, 2 if incomparable")
+    p_cmp = sub.add_parser("compare",
+                           help="paired bootstrap of NEW against BASE; exit 1 on a regression, 2 if incomparable")
     p_cmp.add_argument("base", type=Path, help="run directory or results.json")
     p_cmp.add_argument("new", type=Path, help="run directory or results.json")
     p_cmp.add_argument("--metrics", help="comma-separated metric ids (default: every metric both runs have)")
     p_cmp.add_argument("--min-effect", type=float, default=0.0,
-                       help="a significant drop counts as a regression only if larger than this (metric units, e.g. 0.01)")
+                       help="a significant drop is a regression only if larger than this (metric units, e.g. 0.01)")
     p_cmp.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any metric regressed")
     p_cmp.add_argument("--markdown", type=Path, help="also write a markdown summary (PR comment, CI step summary)")
     p_cmp.add_argument("--json", type=Path, help="also write the comparison as JSON")

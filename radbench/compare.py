@@ -407,7 +407,8 @@ def md_escape(text: Any) -> str:
 def _describe(run: RunData) -> str:
     model = run.results["model"]
     fingerprint = md_escape(_short(model["fingerprint"]))
-    return f"{md_escape(model['name'])} v{md_escape(model['version'])} (weights {fingerprint}) · {md_escape(run.directory)}"
+    name, version = md_escape(model["name"]), md_escape(model["version"])
+    return f"{name} v{version} (weights {fingerprint}) · {md_escape(run.directory)}"
 
 
 def to_markdown(c: Comparison) -> str:
@@ -487,7 +488,8 @@ def print_table(c: Comparison) -> None:
         for d in c.incomparable:
             console.print(Text(f"  {d}"))
     else:
-        table = Table(title=f"{c.new.directory} vs {c.base.directory} ({c.shared} paired samples, {c.clusters} clusters)")
+        table = Table(title=f"{c.new.directory} vs {c.base.directory} "
+                            f"({c.shared} paired samples, {c.clusters} clusters)")
         for col in ("metric", "base", "new", "Δ", f"{c.level:.0%} CI of Δ", "p", "p (Holm)", "verdict"):
             table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
         styles = {"regression": "bold red", "improvement": "green"}

@@ -175,7 +175,8 @@ def print_trend(trend: dict[str, Any]) -> None:
         cells = []
         for metric_id in trend["metrics"]:
             m = row["metrics"][metric_id]
-            text = Text(compare.fmt_value(m["value"]) + f" [{compare.fmt_value(m['ci_low'])}, {compare.fmt_value(m['ci_high'])}]")
+            low, high = compare.fmt_value(m["ci_low"]), compare.fmt_value(m["ci_high"])
+            text = Text(f"{compare.fmt_value(m['value'])} [{low}, {high}]")
             if m["status"] == "baseline":
                 text.append("\nbaseline", style="dim")
             elif m["diff"] is not None:

@@ -103,10 +103,12 @@ def test_incomparable_runs_are_refused_unless_allow_mixed(runs: Path, tmp_path: 
 
 
 def test_training_data_provenance_is_flagged(runs: Path, tmp_path: Path) -> None:
-    seen = _copy_with(runs / "majority-diagnosis", tmp_path / "seen", lambda r: r["model"].update(trained_on="mimic,demo"))
+    seen = _copy_with(runs / "majority-diagnosis", tmp_path / "seen",
+                      lambda r: r["model"].update(trained_on="mimic,demo"))
     clean = _copy_with(runs / "retrieval-diagnosis", tmp_path / "clean", lambda r: r["model"].update(trained_on="none"))
     assert _build(str(seen), str(clean), "--output", str(tmp_path / "lb.json")) == 0
-    flags = {e["model"]["name"]: e["trained_on_dataset"] for e in json.loads((tmp_path / "lb.json").read_text())["groups"][0]["entries"]}
+    (group,) = json.loads((tmp_path / "lb.json").read_text())["groups"]
+    flags = {e["model"]["name"]: e["trained_on_dataset"] for e in group["entries"]}
     assert flags == {"majority": "yes", "retrieval": "no"}
 
 

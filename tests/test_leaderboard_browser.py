@@ -203,7 +203,8 @@ def test_page_loads_sorts_filters_and_escapes(browser: DevTools, page: Path, tmp
         "descending"
 
     # Filters: only the diagnosis group stays visible.
-    choose = "{{ const s = document.getElementById('filter-task'); s.value = '{}'; s.dispatchEvent(new Event('change')); }}"
+    choose = ("{{ const s = document.getElementById('filter-task'); s.value = '{}';"
+              " s.dispatchEvent(new Event('change')); }}")
     browser.js(choose.format("diagnosis"))
     assert browser.js("Array.from(document.querySelectorAll('section.group')).filter(g => !g.hidden).length") == 1
     assert browser.js("document.getElementById('filter-status').textContent") == "1 of 2 groups shown"
