@@ -28,9 +28,13 @@ Reproducing the authors' ``model_vqa.py`` (conv mode ``mistral_instruct``, tempe
   576 times (transformers' form of the authors' ``-200`` splice; the result is the same embeddings,
   checked to ``max |Δlogit| = 0`` in the tests). Its new embedding row is zero and it is suppressed
   at generation, so it can never be produced.
-* Images: padded to a square with the CLIP mean colour (the authors' 0/1-pixel random jitter of the
-  paste offset is fixed at its lower value), resized to 336 bicubic, scaled to [0, 1] and normalised
-  with the OpenAI CLIP mean/std. 3D studies: the middle axial slice (LLaVA-Med is 2D-only).
+* Images (radbench's ``llava-med-336`` preprocessing, :mod:`radbench.images`): padded to a square
+  with the CLIP mean colour (122, 116, 104), the authors' random 0/1-pixel jitter of the paste offset
+  fixed at its lower value; resized to 336 bicubic; OpenAI CLIP mean/std. One difference remains:
+  for a greyscale (mode ``L``) file the authors' code pads with grey 114, radbench with the mean
+  colour, because the file's mode is gone once it is loaded (only the padding band differs).
+  3D studies: the middle axial slice (LLaVA-Med is 2D-only); ``slices=even:K`` or ``all`` gives
+  several slices, each its own ``<image>``.
 * Greedy decoding, EOS ``</s>``, the authors' ``max_new_tokens=1024`` unless the task sets one;
   the answer is the decoded new tokens, special tokens skipped, stripped.
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,17 +57,15 @@ import numpy as np
 import torch
 
 from radbench import images
-from radbench.errors import SampleError, UsageError
+from radbench.errors import UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter, file_fingerprint
-from radbench.types import Request, Turn, stable_hash
+from radbench.models.base import Adapter
+from radbench.types import ImageRef, Request, Turn
 
 IMAGE_TOKEN = "<image>"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MAX_NEW_TOKENS = 1024  # model_vqa.py
 EOS_ID = 2
-ARGS = ("checkpoint", "vision_path", "dtype", "device", "preset", "seed", "batch_size", "full_fingerprint")
+ARGS = ("checkpoint", "vision_path", "dtype", "device", "preset", "seed", "batch_size", "slices", "full_fingerprint")
 # Checkpoint keys with no counterpart in LlavaForConditionalGeneration, dropped silently: CLIP's
 # position_ids buffer (saved by transformers 4.36) and rotary caches.
 STALE_KEYS = (r".*position_ids$", r".*rotary_emb\.inv_freq$")
@@ -172,46 +175,34 @@ def llava_config(meta: Mapping[str, Any], vision: Any, image_token_id: int) -> A
 # -- preprocessing and prompts ----------------------------------------------------------------------
 
 
-def preprocess(arr: np.ndarray, size: int, name: str = "", pad: bool = True) -> np.ndarray:
-    """One image or volume -> ``(3, size, size)`` float32, as ``process_images`` with ``pad`` did.
+def preprocess_spec(size: int, pad: bool, slices: str = "middle") -> images.Preprocess:
+    """radbench's ``llava-med-336`` preset at the tower's size: pad to square with the CLIP mean colour
+    (``image_aspect_ratio: pad``; plain shortest-edge resize and centre crop otherwise), bicubic,
+    OpenAI CLIP mean/std; a 3D study gives the slices ``slices`` picks (default: the middle one)."""
+    spec = replace(images.PRESETS["llava-med-336"], size=size, resize="pad-square" if pad else "shortest-edge-crop")
+    return spec.with_slices(slices)
 
-    Grey images are padded with the grey the authors' code used for mode ``L`` files
-    (``int(255 * mean(OPENAI_MEAN))`` = 114), colour images with the mean colour (122, 116, 104),
-    then converted to RGB.
-    """
-    from PIL import Image
 
-    unit = hf.unit_range(arr, name)
-    if unit.ndim == 4:
-        unit = hf.middle_slice(unit)
-    if unit.shape[0] not in (1, 3):
-        raise SampleError(f"image {name}: {unit.shape[0]} channels, expected 1 or 3")
-    pixels = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
-    # The file's PIL mode is gone once radbench.images has loaded it (PNGs come back as RGB), so a
-    # three-channel image with equal channels counts as grey, as its mode-L source file would have.
-    grey = pixels.shape[0] == 1 or bool((pixels[0] == pixels[1]).all() and (pixels[1] == pixels[2]).all())
-    pixels = pixels[:1] if grey else pixels
-    image = Image.fromarray(pixels[0] if grey else pixels.transpose(1, 2, 0), mode="L" if grey else "RGB")
-    if pad and image.width != image.height:
-        side = max(image.size)
-        fill: Any = int(255 * sum(OPENAI_MEAN) / 3) if grey else tuple(int(x * 255) for x in OPENAI_MEAN)
-        square = Image.new(image.mode, (side, side), fill)
-        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-        image = square
-    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    out = np.asarray(image, dtype=np.float32) / 255.0
-    out = (out - np.array(OPENAI_MEAN, dtype=np.float32)) / np.array(OPENAI_STD, dtype=np.float32)
-    return out.transpose(2, 0, 1).copy()
+def prepare_images(refs: Sequence[ImageRef], spec: images.Preprocess) -> list[np.ndarray]:
+    """Each image as ``(3, S, S)``; a volume contributes one such image per chosen slice."""
+    out: list[np.ndarray] = []
+    for ref in refs:
+        array = images.prepare(ref, spec).array
+        out.extend(array if array.ndim == 4 else [array])
+    return out
 
 
 def _text(turn: Turn) -> str:
     return "".join(s.text or "" for s in turn.segments if s.image is None).replace(IMAGE_TOKEN, "").strip()
 
 
-def render_prompt(request: Request) -> str:
-    """``[INST] <image>\\n{question} [/INST]``, with text-only exemplars after the image lines."""
+def render_prompt(request: Request, n_images: int | None = None) -> str:
+    """``[INST] <image>\\n{question} [/INST]``, with text-only exemplars after the image lines.
+
+    ``n_images``: how many images the query's references became (a volume can give several slices).
+    """
     query = request.query
-    message = f"{IMAGE_TOKEN}\n" * len(query.images)
+    message = f"{IMAGE_TOKEN}\n" * (len(query.images) if n_images is None else n_images)
     if request.exemplars:
         message += "".join(f"Q: {_text(t)}\nA: {t.answer or ''}\n\n" for t in request.exemplars)
     message += _text(query)
@@ -240,7 +231,7 @@ class LlavaMedAdapter(Adapter):
     version = "1"
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype, fingerprint: str,
-                 source: dict[str, Any], max_batch_size: int, pad: bool = True) -> None:
+                 source: dict[str, Any], max_batch_size: int, spec: images.Preprocess) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device
@@ -248,11 +239,9 @@ class LlavaMedAdapter(Adapter):
         self._fingerprint = fingerprint
         self.source = source
         self.max_batch_size = max_batch_size
-        self.pad = pad
-        cfg = model.config
-        self.image_token_id = cfg.image_token_id
-        self.image_tokens = cfg.image_seq_length
-        self.image_size = cfg.vision_config.image_size
+        self.spec = spec
+        self.image_token_id = model.config.image_token_id
+        self.image_tokens = model.config.image_seq_length
 
     @classmethod
     def from_args(cls, **model_args: str) -> "LlavaMedAdapter":
@@ -265,14 +254,15 @@ class LlavaMedAdapter(Adapter):
             if preset != "tiny-random":
                 raise UsageError(f"model 'llava-med': preset={preset!r} is unknown (the only preset is tiny-random)")
             seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed,
+                                   slices=model_args.get("slices", "middle"))
         if "seed" in model_args:
             raise UsageError("model 'llava-med': seed= applies only to preset=tiny-random")
         return cls.from_checkpoint(model_args, device, dtype, batch)
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 4, seed: int = 0) -> "LlavaMedAdapter":
+                    max_batch_size: int = 4, seed: int = 0, slices: str = "middle") -> "LlavaMedAdapter":
         """The same architecture at toy sizes (CLIP 64-wide on 28 px, Mistral 64-wide), seeded."""
         from transformers import LlavaForConditionalGeneration
 
@@ -286,8 +276,11 @@ class LlavaMedAdapter(Adapter):
             model = LlavaForConditionalGeneration(config)
         zero_image_row(model, config.image_token_id)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**config.to_dict(), "dtype": hf.DTYPE_NAMES[dtype]}, seed)
-        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed}, max_batch_size)
+        spec = preprocess_spec(vision.image_size, pad=True, slices=slices)
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**config.to_dict(), "dtype": hf.DTYPE_NAMES[dtype],
+                                                       "preprocess": spec.fingerprint()}, seed)
+        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
+                   max_batch_size, spec)
 
     @classmethod
     def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
@@ -327,12 +320,14 @@ class LlavaMedAdapter(Adapter):
         with hf.fast_init(device, dtype):
             model = LlavaForConditionalGeneration(config)
         report = hf.load_checked(model, state, model=cls.name, source=folder, stale=STALE_KEYS)
+        spec = preprocess_spec(vision.image_size, pad=meta.get("image_aspect_ratio", "pad") == "pad",
+                               slices=model_args.get("slices", "middle"))
         full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
-        fingerprint = stable_hash([cls.name, file_fingerprint(files, full=full), hf.DTYPE_NAMES[dtype]])
+        fingerprint = hf.stable_fingerprint(cls.name, hf.cached_file_fingerprint(files, full=full), {
+            "dtype": hf.DTYPE_NAMES[dtype], "preprocess": spec.fingerprint()})
         source = {"checkpoint": str(folder), "vision": model_args.get("vision_path") or "inside the shards",
                   "keys": report.to_json()}
-        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size,
-                   pad=meta.get("image_aspect_ratio", "pad") == "pad")
+        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, spec)
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -345,14 +340,14 @@ class LlavaMedAdapter(Adapter):
             "source": self.source,
             "decoding": {"greedy": True, "eos_token_id": EOS_ID, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
             "prompt": "[INST] <image>\\n{question} [/INST]; few-shot exemplars as text-only Q:/A: blocks",
-            "preprocessing": f"pad to square (mean colour, no jitter), {self.image_size} bicubic, OpenAI CLIP "
-                             "mean/std; 3D: middle axial slice",
+            "preprocessing": self.spec.describe(),
         }
 
     def encode(self, request: Request) -> tuple[list[int], list[np.ndarray]]:
-        ids = tokenize_with_images(self.tokenizer, render_prompt(request), self.image_token_id, self.image_tokens)
-        pixels = [preprocess(images.load(ref), self.image_size, ref.path, self.pad) for ref in request.query.images]
-        return ids, pixels
+        """Token ids (``<image>`` expanded) and the pixel arrays, one per ``<image>``, in order."""
+        pixels = prepare_images(request.query.images, self.spec)
+        prompt = render_prompt(request, len(pixels))
+        return tokenize_with_images(self.tokenizer, prompt, self.image_token_id, self.image_tokens), pixels
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:

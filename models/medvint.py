@@ -17,8 +17,9 @@ r 8), so no ``peft`` is needed:
 
 The authors' inference (``test.py``, ``test_VQA_RAD.py``, ``Dataset/PMC_QA_Dataset.py``):
 
-* Image: RGB, ``Resize((512, 512), BICUBIC)`` (aspect not kept), ``ToTensor``, ImageNet mean/std.
-  3D studies: the middle axial slice (MedVInT is 2D-only).
+* Image: RGB, ``Resize((512, 512), BICUBIC)`` (aspect not kept), ``ToTensor``, ImageNet mean/std
+  (radbench's ``medvint-512`` preprocessing). 3D studies: the middle axial slice (MedVInT is
+  2D-only); ``slices=even:K`` or ``all`` gives one visual prefix per slice.
 * The 32 visual embeddings come *before* BOS: ``[visual, <s>, prompt]``; no image token exists.
 * Open questions: ``"Question: {q}The Answer is:"``, greedy, 50 new tokens by default. The model
   was trained to end answers with id 1 (the tokenizer's ``eos_token_id`` was set to 1), so both 1
@@ -41,7 +42,7 @@ import copy
 import json
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -53,17 +54,15 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter, file_fingerprint
-from radbench.types import Request, stable_hash
+from radbench.models.base import Adapter
+from radbench.types import Request
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_NEW_TOKENS = 50  # generate_long_sentence
 EOS_IDS = (1, 2)  # trained with eos_token_id=1 appended; 2 is LLaMA's own
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LM_PREFIX = "llamacasual.base_model.model."
 ARGS = ("checkpoint", "tokenizer_path", "heads", "lora_alpha", "mode", "dtype", "device", "preset", "seed",
-        "batch_size", "full_fingerprint")
+        "batch_size", "slices", "full_fingerprint")
 # Saved by transformers 4.28 as buffers; recomputed by today's LlamaRotaryEmbedding.
 STALE_KEYS = (r".*rotary_emb\.inv_freq$",)
 
@@ -286,17 +285,10 @@ def config_from_state(state: Mapping[str, torch.Tensor], heads: int, lm_json: Ma
 # -- preprocessing and prompts -----------------------------------------------------------------------
 
 
-def preprocess(arr: np.ndarray, size: int, name: str = "") -> np.ndarray:
-    """``Resize((size, size), BICUBIC)`` of the RGB image, ``ToTensor``, ImageNet normalisation."""
-    from PIL import Image
-
-    unit = hf.unit_range(arr, name)
-    if unit.ndim == 4:
-        unit = hf.middle_slice(unit)
-    image = hf.to_pil(hf.rgb(unit, name)).resize((size, size), Image.BICUBIC)
-    out = np.asarray(image, dtype=np.float32) / 255.0
-    out = (out - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return out.transpose(2, 0, 1).copy()
+def preprocess_spec(size: int, slices: str = "middle") -> images.Preprocess:
+    """radbench's ``medvint-512`` preset (``Resize((512, 512), BICUBIC)``, ImageNet mean/std) at ``size``;
+    a 3D study gives the slices ``slices`` picks (default: the middle one)."""
+    return replace(images.PRESETS["medvint-512"], size=size).with_slices(slices)
 
 
 def question_text(request: Request) -> str:
@@ -347,7 +339,7 @@ class MedVInTAdapter(Adapter):
     version = "1"
 
     def __init__(self, model: MedVInTModel, tokenizer: Any, device: torch.device, dtype: torch.dtype,
-                 fingerprint: str, source: dict[str, Any], max_batch_size: int, mode: str = "auto") -> None:
+                 fingerprint: str, source: dict[str, Any], max_batch_size: int, mode: str, spec: images.Preprocess) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cfg = model.cfg
@@ -357,6 +349,7 @@ class MedVInTAdapter(Adapter):
         self.source = source
         self.max_batch_size = max_batch_size
         self.mode = mode
+        self.spec = spec
         self._step = hf.hf_step(model.lm)
 
     @classmethod
@@ -373,14 +366,16 @@ class MedVInTAdapter(Adapter):
             if preset != "tiny-random":
                 raise UsageError(f"model 'medvint': preset={preset!r} is unknown (the only preset is tiny-random)")
             seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed, mode=mode)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed, mode=mode,
+                                   slices=model_args.get("slices", "middle"))
         if "seed" in model_args:
             raise UsageError("model 'medvint': seed= applies only to preset=tiny-random")
         return cls.from_checkpoint(model_args, device, dtype, batch, mode)
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 4, seed: int = 0, mode: str = "auto") -> "MedVInTAdapter":
+                    max_batch_size: int = 4, seed: int = 0, mode: str = "auto",
+                    slices: str = "middle") -> "MedVInTAdapter":
         """The same architecture at toy sizes (§7.5: ResNet width 8, 4 queries, 64-wide LLaMA), seeded."""
         from radbench.models import tiny
 
@@ -390,9 +385,11 @@ class MedVInTAdapter(Adapter):
             model = MedVInTModel(cfg)
             randomize_batchnorm(model)
         model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype]}, seed)
+        spec = preprocess_spec(cfg.image_size, slices)
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype],
+                                                       "preprocess": spec.fingerprint()}, seed)
         return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
-                   max_batch_size, mode)
+                   max_batch_size, mode, spec)
 
     @classmethod
     def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
@@ -420,12 +417,15 @@ class MedVInTAdapter(Adapter):
         with hf.fast_init(device, dtype):
             model = MedVInTModel(cfg)
         report = hf.load_checked(model, state, model=cls.name, source=weights, stale=STALE_KEYS)
+        spec = preprocess_spec(cfg.image_size, model_args.get("slices", "middle"))
         full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
         files = [weights, tok_dir / "tokenizer.model"] + ([lm_json_path] if lm_json else [])
-        fingerprint = stable_hash([cls.name, file_fingerprint(files, full=full), heads, alpha, hf.DTYPE_NAMES[dtype]])
+        fingerprint = hf.stable_fingerprint(cls.name, hf.cached_file_fingerprint(files, full=full), {
+            "dtype": hf.DTYPE_NAMES[dtype], "heads": heads, "lora_alpha": alpha, "mode": mode,
+            "preprocess": spec.fingerprint()})
         source = {"checkpoint": str(weights), "tokenizer_path": str(tok_dir), "lora_pairs_merged": merged,
                   "keys": report.to_json()}
-        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, mode)
+        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, mode, spec)
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -439,16 +439,19 @@ class MedVInTAdapter(Adapter):
             "mode": self.mode,
             "decoding": {"greedy": True, "eos_token_id": list(EOS_IDS), "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
                          "options": "next-token logits of the option letters" if self.mode == "auto" else "generated"},
-            "preprocessing": f"Resize(({self.cfg.image_size}, {self.cfg.image_size}), BICUBIC), ImageNet mean/std; "
-                             "3D: middle axial slice",
+            "preprocessing": self.spec.describe(),
         }
 
     def prefix(self, request: Request) -> torch.Tensor:
-        """The request's visual embeddings, ``(queries × images, hidden)`` (empty without images)."""
+        """The request's visual embeddings, ``(queries × images, hidden)`` (empty without images).
+
+        A volume counts as one image per chosen slice.
+        """
         refs = request.query.images
         if not refs:
             return torch.zeros((0, self.cfg.hidden_size), device=self.device, dtype=self.dtype)
-        pixels = np.stack([preprocess(images.load(r), self.cfg.image_size, r.path) for r in refs])
+        arrays = [images.prepare(r, self.spec).array for r in refs]
+        pixels = np.concatenate([a if a.ndim == 4 else a[None] for a in arrays])  # a volume: one per slice
         visual = self.model.visual_tokens(torch.from_numpy(pixels).to(self.device, self.dtype))
         return visual.reshape(-1, visual.shape[-1])
 

@@ -25,10 +25,11 @@ default) and is only ever put in the ``Authorization`` header; it is redacted fr
 message and never appears in ``describe()``, predictions, results or logs.
 
 Image policy (models behind an API take 2D images): a 3D volume ``(C, H, W, D)`` is sent as its
-middle slice along the last axis, or as ``volume_slices`` evenly spaced slices (each one image part,
-in depth order). Intensities already within [0, 255] are kept; anything else (CT in HU, 16-bit MR)
-is min-max scaled to [0, 255] over the whole image or volume. One channel gives a grayscale PNG,
-three an RGB PNG, any other count the channel mean.
+middle slice along the last axis, or as the slices ``slices=even:K|all`` picks (radbench's shared
+:class:`~radbench.images.SlicePolicy`; each slice one image part, in depth order). 8-bit images keep
+their values and windowed scans their window; anything else (CT in HU, 16-bit MR) is min-max scaled
+to [0, 255] over the whole image or volume. One channel gives a greyscale PNG, three an RGB PNG.
+The pixels are sent at their stored size: the endpoint resizes as its model needs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models.base import Adapter
 from radbench.types import Request, Turn, stable_hash
@@ -65,7 +67,7 @@ ARGS = {
     "backoff": "first retry delay in seconds, doubled each retry (default 1)",
     "max_backoff": "cap on one retry delay in seconds (default 60)",
     "max_requests": "HTTP attempts allowed for the whole run (default: unlimited)",
-    "volume_slices": "slices sent per 3D volume (default 1, the middle slice)",
+    "slices": "which slices of a 3D volume are sent: middle (default), even:K or all",
     "revision": "a label for the served weights, when the endpoint does not report one",
     "token_param": "max_tokens (default) or max_completion_tokens (newer OpenAI models)",
 }
@@ -73,34 +75,20 @@ PASSTHROUGH_GEN_KWARGS = ("temperature", "top_p", "seed", "stop", "frequency_pen
 
 
 # -- images -----------------------------------------------------------------------------------------
-# The 2D policy shared by the 2D-only adapters (LLaVA-Med, MedVInT and this one); it moves to
-# radbench.images once that module grows its own preprocessing helpers.
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Float intensities -> uint8: kept when already in [0, 255], else min-max scaled over ``arr``."""
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0 or hi > 255:
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+def planes_2d(loaded: images.LoadedImage, policy: images.SlicePolicy) -> list[np.ndarray]:
+    """A read image or volume -> 2D uint8 planes ``(H, W)`` (one channel) or ``(H, W, 3)``.
 
-
-def planes_2d(arr: np.ndarray, slices: int = 1) -> list[np.ndarray]:
-    """Channels-first 2D image or 3D volume -> 2D uint8 planes ``(H, W)`` or ``(H, W, 3)``.
-
-    A volume gives its middle slice along the last (depth) axis, or ``slices`` evenly spaced ones.
-    Intensity scaling runs over the whole volume, so all slices of one study share one window.
+    Intensities are scaled by the format's range (8-bit files keep their values, windowed scans
+    their window), else min-max over the whole image or volume, so all slices of a study share one
+    scale. A volume gives the slices ``policy`` picks (:class:`radbench.images.SlicePolicy`).
     """
-    pixels = to_uint8(arr)
-    if pixels.ndim == 4:
-        depth = pixels.shape[-1]
-        if slices <= 1:
-            indices = [depth // 2]
-        else:
-            indices = sorted({int(round(i)) for i in np.linspace(0, depth - 1, min(slices, depth))})
-        stack = [pixels[..., i] for i in indices]
-    else:
-        stack = [pixels]
+    arr = loaded.array
+    low, high = loaded.value_range or (float(arr.min()), float(arr.max()))
+    unit = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+    pixels = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+    stack = [pixels[..., i] for i in policy.indices(pixels.shape[-1])] if pixels.ndim == 4 else [pixels]
     out = []
     for plane in stack:
         if plane.shape[0] == 1:
@@ -173,7 +161,7 @@ class OpenAIAdapter(Adapter):
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_requests: int | None = None,
-        volume_slices: int = 1,
+        slices: str = "middle",
         revision: str | None = None,
         token_param: str = "max_tokens",
     ) -> None:
@@ -195,7 +183,7 @@ class OpenAIAdapter(Adapter):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_requests = max_requests
-        self.volume_slices = volume_slices
+        self.slices = images.SlicePolicy.parse(slices)
         self.token_param = token_param
         # Loopback endpoints (a local vLLM, the tests' server) never go through an HTTP proxy.
         handlers = [urllib.request.ProxyHandler({})] if _is_loopback(parsed.hostname) else []
@@ -226,7 +214,7 @@ class OpenAIAdapter(Adapter):
             backoff=_number(model_args, "backoff", 1.0, 0.0),
             max_backoff=_number(model_args, "max_backoff", 60.0, 0.0),
             max_requests=None if max_requests is None else int(_number(model_args, "max_requests", 0, 0, integer=True)),
-            volume_slices=int(_number(model_args, "volume_slices", 1, 1, integer=True)),
+            slices=model_args.get("slices", "middle"),
             revision=model_args.get("revision"),
             token_param=model_args.get("token_param", "max_tokens"),
         )
@@ -276,12 +264,10 @@ class OpenAIAdapter(Adapter):
     # -- requests ---------------------------------------------------------------------------------
 
     def _content(self, turn: Turn) -> list[dict[str, Any]]:
-        from radbench import images
-
         parts: list[dict[str, Any]] = []
         for segment in turn.segments:
             if segment.image is not None:
-                for plane in planes_2d(images.load(segment.image), self.volume_slices):
+                for plane in planes_2d(images.read(segment.image), self.slices):
                     parts.append({"type": "image_url", "image_url": {"url": png_data_url(plane)}})
             elif segment.text:
                 parts.append({"type": "text", "text": segment.text})

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from radbench import registry
+from radbench.images import LoadedImage, SlicePolicy
 from radbench.errors import SampleError, UsageError
 from radbench.models.openai_api import OpenAIAdapter, planes_2d
 from radbench.runner import RunConfig, run
@@ -77,14 +78,15 @@ def test_payload_has_base64_png_parts_in_order_and_greedy_settings(server: FakeO
 def test_volume_slice_policy(server: FakeOpenAI, images: Path) -> None:
     vol = ImageRef("v.npy", kind="3d", root=str(images))
     one = adapter(server).payload(request("q", vol))["messages"][0]["content"]
-    three = adapter(server, volume_slices="3").payload(request("q", vol))["messages"][0]["content"]
+    three = adapter(server, slices="even:3").payload(request("q", vol))["messages"][0]["content"]
     assert [p["type"] for p in one] == ["image_url", "text"]
     assert [p["type"] for p in three] == ["image_url"] * 3 + ["text"]
     volume = np.tile(np.linspace(-1000, 1000, 6, dtype=np.float32), (1, 8, 8, 1))  # brighter with depth
-    planes = planes_2d(volume, slices=3)
+    planes = planes_2d(LoadedImage(volume), SlicePolicy("even", 3))
     assert len(planes) == 3 and all(p.shape == (8, 8) and p.dtype == np.uint8 for p in planes)
     assert planes[0].max() < planes[1].min() <= planes[1].max() < planes[2].min()  # one window, depth order
-    assert planes_2d(np.full((3, 4, 4), 200.0))[0].max() == 200  # 8-bit intensities are kept
+    eight_bit = LoadedImage(np.full((3, 4, 4), 200.0, dtype=np.float32), value_range=(0.0, 255.0))
+    assert planes_2d(eight_bit, SlicePolicy())[0].max() == 200  # 8-bit intensities are kept
 
 
 @pytest.mark.parametrize("marker", ["[429x2]", "[500x1]", "[slowx1]", "[badjsonx1]", "[dropx1]"])

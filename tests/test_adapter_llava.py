@@ -21,14 +21,8 @@ from safetensors.torch import save_file
 from radbench.cli import main
 from radbench.errors import UsageError
 from radbench.models import hf, tiny
-from radbench.models.llava_med import (
-    OPENAI_MEAN,
-    OPENAI_STD,
-    LlavaMedAdapter,
-    preprocess,
-    render_prompt,
-    tiny_meta,
-)
+from radbench.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from radbench.models.llava_med import LlavaMedAdapter, preprocess_spec, prepare_images, render_prompt, tiny_meta
 from radbench.store import PREDICTIONS, RESULTS, read_jsonl
 from radbench.types import ImageRef, Request, Segment, Turn
 
@@ -176,17 +170,23 @@ def test_local_vision_path_replaces_the_embedded_tower(released, image_dir: Path
 
 
 def test_preprocessing_pads_with_the_mean_colour_and_slices_volumes(image_dir: Path) -> None:
-    from radbench import images
-
-    wide = preprocess(images.load(ImageRef("wide.png", root=str(image_dir))), 28)
+    spec = preprocess_spec(28, pad=True)
+    (wide,) = prepare_images([ImageRef("wide.png", root=str(image_dir))], spec)
     assert wide.shape == (3, 28, 28)
-    corner = wide[:, 0, 0] * np.array(OPENAI_STD) + np.array(OPENAI_MEAN)
+    corner = wide[:, 0, 0] * np.array(OPENAI_CLIP_STD) + np.array(OPENAI_CLIP_MEAN)
     assert np.allclose(corner * 255, (122, 116, 104), atol=1.5)  # the padding band, mean colour
-    grey = preprocess(images.load(ImageRef("grey.png", root=str(image_dir))), 28)
-    grey_pixels = (grey.transpose(1, 2, 0) * np.array(OPENAI_STD) + np.array(OPENAI_MEAN)) * 255
-    assert np.allclose(grey_pixels[0, 0], 114, atol=1.5)  # mode-L fill: int(255 * mean(OPENAI_MEAN))
-    volume = preprocess(images.load(ImageRef("ct.npy", kind="3d", root=str(image_dir))), 28)
-    assert volume.shape == (3, 28, 28) and np.isfinite(volume).all()
+    ct = ImageRef("ct.npy", kind="3d", root=str(image_dir))
+    (middle,) = prepare_images([ct], spec)
+    assert middle.shape == (3, 28, 28) and np.isfinite(middle).all()
+    three = prepare_images([ct], preprocess_spec(28, pad=True, slices="even:3"))
+    assert len(three) == 3
+
+
+def test_a_volume_with_several_slices_gets_one_image_token_run_each(image_dir: Path) -> None:
+    adapter = LlavaMedAdapter.from_args(preset="tiny-random", slices="even:2")
+    ids, pixels = adapter.encode(ask("How many nodules?", ImageRef("ct.npy", kind="3d", root=str(image_dir))))
+    assert len(pixels) == 2 and ids.count(adapter.image_token_id) == 2 * adapter.image_tokens
+    assert adapter.fingerprint() != LlavaMedAdapter.from_args(preset="tiny-random").fingerprint()
 
 
 def test_prompts_several_images_and_text_only_exemplars(image_dir: Path) -> None:

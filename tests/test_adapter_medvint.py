@@ -24,7 +24,6 @@ from radbench.models.medvint import (
     LM_PREFIX,
     MedVInTAdapter,
     convert_state_dict,
-    preprocess,
     render_prompt,
 )
 from radbench.store import PREDICTIONS, read_jsonl
@@ -229,8 +228,8 @@ def test_released_layout_loads_with_lora_merged_and_matches_the_authors_forward(
     assert ids[0] == 1  # BOS right after the visual prefix
     from radbench import images
 
-    size = loaded.cfg.image_size  # 512: the released resolution (not stored in the weights)
-    pixels = torch.from_numpy(preprocess(images.load(ImageRef("a.png", root=str(image_dir))), size))[None]
+    assert loaded.spec.size == 512  # the released resolution (not stored in the weights)
+    pixels = torch.from_numpy(images.prepare(ImageRef("a.png", root=str(image_dir)), loaded.spec).array)[None]
     theirs = authors.generate(torch.tensor([ids]), pixels)
     with torch.inference_mode():
         ours = loaded.model.lm(inputs_embeds=loaded.embed(request, ids)[None]).logits
@@ -292,6 +291,8 @@ def test_images_zero_several_and_3d(released, image_dir: Path) -> None:
     assert loaded.embed(ask("q"), ids).shape[0] == len(ids)
     assert loaded.embed(ask("q", a, b), ids).shape[0] == 2 * q + len(ids)
     assert loaded.embed(ask("q", ct), ids).shape[0] == q + len(ids)
+    two_slices = MedVInTAdapter.tiny_random(slices="even:2")
+    assert two_slices.embed(ask("q", ct), ids).shape[0] == 2 * two_slices.cfg.queries + len(ids)
     with torch.inference_mode():
         assert not torch.equal(loaded.prefix(ask("q", a)), loaded.prefix(ask("q", b)))  # the image matters
 
