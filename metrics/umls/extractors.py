@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -162,8 +163,10 @@ class QuickUmlsExtractor:
 
     def __init__(self, spec: BackendSpec) -> None:
         import spacy
-        from quickumls import constants
-        from quickumls import core
+
+        with warnings.catch_warnings():  # quickumls_simstring still imports the deprecated ``imp``
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from quickumls import constants, core
 
         path = Path(spec.index)
         semtypes = None if spec.semtypes == "all" else constants.ACCEPTED_SEMTYPES

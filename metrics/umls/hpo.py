@@ -37,6 +37,7 @@ import re
 import shutil
 import tempfile
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -202,7 +203,9 @@ def _same_build(found: dict[str, Any], stamp: dict[str, Any]) -> bool:
 
 def build_index(dest: Path) -> dict[str, int]:
     """Write the RRF files and the QuickUMLS database into ``dest``; returns row counts."""
-    from quickumls import install
+    with warnings.catch_warnings():  # quickumls_simstring still imports the deprecated ``imp``
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from quickumls import install
 
     header, terms = parse_obo(hpo_obo_path().read_text(encoding="utf-8"))
     rows = list(concept_rows(terms))
