@@ -19,17 +19,27 @@ from __future__ import annotations
 
 import ast
 import posixpath
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from radbench.errors import SampleError
+from radbench.errors import SampleError, UsageError
 from radbench.tasks.datasets.common import Row, Source, read_rows, text
 from radbench.types import ImageKind, ImageRef, Sample, stable_hash
 
 YES_NO = ("yes", "no")
 RATIONALE_SEPARATOR = "The Radiographic features can be summarized as follows."
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy", ".mha", ".mhd", ".nrrd")
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Every row of a CSV as ``(number, fields)``, for readers that need the whole file intact
+    (``radbench score`` on RadFM's output CSV): the first bad row is a one-line UsageError."""
+    for row in read_rows(path, required):
+        if row.problem is not None:
+            raise UsageError(f"{path}: row {row.number}: {row.problem}")
+        yield row.number, {k: text(v) for k, v in row.values.items()}
 
 
 def clean_answer(answer: str) -> str:
