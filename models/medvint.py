@@ -43,7 +43,6 @@ import json
 import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -78,7 +78,6 @@ class Spec:
     exemplars: bool = False  # a baseline: it must see the exemplar split first
     counts_tokens: bool = True  # False: answers are not decoded (stored references), so no length bound
     silence: Callable[[Adapter], Any] | None = None  # a context manager factory; None: force EOS at the LM head
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def exemplar_requests(answers: tuple[str, ...]) -> list[Request]:
