@@ -516,8 +516,8 @@ def medflamingo_answer(text: str, task: str) -> str:
 # The adapters
 # ---------------------------------------------------------------------------------------------
 
-ARGS = ("checkpoint", "lm_path", "vision_path", "dtype", "device", "preset", "batch_size", "full_fingerprint",
-        "legacy_media_attention")
+ARGS = ("checkpoint", "lm_path", "vision_path", "dtype", "device", "preset", "seed", "batch_size",
+        "full_fingerprint", "legacy_media_attention")
 
 
 class FlamingoAdapter(Adapter):
@@ -557,16 +557,17 @@ class FlamingoAdapter(Adapter):
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 8)
         legacy = hf.parse_bool(cls.name, "legacy_media_attention", model_args.get("legacy_media_attention"),
                                cls.legacy_default)
+        seed = hf.tiny_seed(cls.name, model_args)
         preset = model_args.get("preset")
         if preset:
             if preset != "tiny-random":
                 raise UsageError(f"model {cls.name!r}: preset={preset!r} is unknown (the only preset is tiny-random)")
-            return cls.tiny_random(device=device, dtype=dtype, legacy=legacy, max_batch_size=batch)
+            return cls.tiny_random(device=device, dtype=dtype, legacy=legacy, max_batch_size=batch, seed=seed)
         return cls.from_checkpoint(model_args, device, dtype, legacy, batch)
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    legacy: bool | None = None, max_batch_size: int = 8) -> "FlamingoAdapter":
+                    legacy: bool | None = None, max_batch_size: int = 8, seed: int = 0) -> "FlamingoAdapter":
         """The same architecture at toy sizes (tiny LLaMA, tiny CLIP, 64 latents), seeded."""
         from transformers import CLIPVisionModel, LlamaForCausalLM
 
@@ -577,7 +578,7 @@ class FlamingoAdapter(Adapter):
         vision_cfg = tiny.tiny_clip_vision_config()
         lm_cfg = tiny.tiny_llama_config(len(tokenizer))
         cfg = FlamingoConfig.tiny(vision_cfg.hidden_size)
-        with tiny.seeded():
+        with tiny.seeded(seed):
             model = Flamingo(CLIPVisionModel(vision_cfg), LlamaForCausalLM(lm_cfg), cfg,
                              tokenizer.convert_tokens_to_ids(IMAGE), legacy)
         model.to(device=device, dtype=dtype)
@@ -585,7 +586,7 @@ class FlamingoAdapter(Adapter):
             "flamingo": asdict(cfg), "clip": vision_cfg.to_dict(), "lm": lm_cfg.to_dict(),
             "legacy_media_attention": legacy, "dtype": hf.DTYPE_NAMES[dtype],
             "preprocess": preprocess_spec(vision_cfg.image_size).fingerprint(),
-        })
+        }, seed)
         source = {"preset": "tiny-random", "legacy_media_attention": legacy}
         return cls(model, tokenizer, vision_cfg.image_size, device, dtype, fingerprint, source, max_batch_size)
 

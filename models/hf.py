@@ -100,6 +100,18 @@ def parse_int(model: str, key: str, text: str | None, default: int, minimum: int
     return value
 
 
+def tiny_seed(model: str, model_args: Mapping[str, str]) -> int:
+    """``seed=`` of ``preset=tiny-random`` (other tiny weights); meaningless, so refused, for real weights."""
+    text = model_args.get("seed")
+    if text is None:
+        from radbench.models.tiny import TINY_SEED
+
+        return TINY_SEED
+    if not model_args.get("preset"):
+        raise UsageError(f"model {model!r}: seed= only applies to preset=tiny-random (real weights are not random)")
+    return parse_int(model, "seed", text, 0, minimum=0)
+
+
 def require_file(model: str, key: str, path_text: str | None, expected: str, hint: str = "") -> Path:
     """The file (or folder) that ``--model-args key=PATH`` names, or a one-line error naming what was expected."""
     hint = f" ({hint})" if hint else ""

@@ -313,7 +313,7 @@ def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Ten
 # The adapter
 # ---------------------------------------------------------------------------------------------
 
-ARGS = ("checkpoint", "lm_path", "dtype", "device", "preset", "batch_size", "full_fingerprint")
+ARGS = ("checkpoint", "lm_path", "dtype", "device", "preset", "seed", "batch_size", "full_fingerprint")
 
 
 class RadFMAdapter(Adapter):
@@ -341,27 +341,29 @@ class RadFMAdapter(Adapter):
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
         device = hf.parse_device(cls.name, model_args.get("device"))
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
+        seed = hf.tiny_seed(cls.name, model_args)
         preset = model_args.get("preset")
         if preset:
             if preset != "tiny-random":
                 raise UsageError(f"model 'radfm': preset={preset!r} is unknown (the only preset is tiny-random)")
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed)
         return cls.from_checkpoint(model_args, device, dtype, batch)
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 8) -> "RadFMAdapter":
+                    max_batch_size: int = 8, seed: int = 0) -> "RadFMAdapter":
         """The same architecture at toy sizes, seeded: for tests and smoke runs without weights."""
         from radbench.models import tiny
 
         tokenizer = tiny.tiny_llama_tokenizer(cls.name)
         cfg = RadFMConfig.tiny(len(tokenizer))
         tokenizer = prepare_tokenizer(tokenizer, cfg)
-        with tiny.seeded():
+        with tiny.seeded(seed):
             model = RadFMModel(cfg)
         model.to(device=device, dtype=dtype)
         fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype],
-                                                       "preprocess": preprocess_spec(cfg.image_size).fingerprint()})
+                                                       "preprocess": preprocess_spec(cfg.image_size).fingerprint()},
+                                          seed)
         return cls(model, tokenizer, cfg, device, dtype, fingerprint, {"preset": "tiny-random"}, max_batch_size)
 
     @classmethod

@@ -44,12 +44,7 @@ MAX_NEW = 4
 EXEMPT: dict[str, str] = {}
 
 # (adapter, test) pairs known not to conform yet: strict xfails, so a fix shows up as a failure to clean up.
-_NO_SEED = ("preset=tiny-random takes no seed= (so the suite cannot load other tiny weights), and its fingerprint "
-            "ignores dtype (fp32 and bf16 predictions would share keys)")
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    (model, "test_fingerprint_differs_for_other_weights_or_settings"): _NO_SEED
-    for model in ("radfm", "medflamingo", "openflamingo")
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 class TinyCallable:
