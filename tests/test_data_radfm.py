@@ -11,6 +11,7 @@ import pytest
 from radbench import images, registry
 from radbench.cli import main
 from radbench.errors import SampleError, UsageError
+from radbench.models.base import Adapter
 from radbench.store import PREDICTIONS, RESULTS
 from radbench.tasks.base import DataOptions, failed_row, load_split
 from radbench.tasks.datasets.radfm_files import RATIONALE_SEPARATOR
@@ -175,10 +176,21 @@ def test_strict_run_stops_with_one_line_naming_file_and_row(tmp_path: Path, caps
     # Rows fine, an image missing: stopped before any model loads, naming the row and the image.
     write_csv(root / "vqarad_test.csv", ["img_root_dir", "Figure_path", "Question", "Answer"],
               [["images", "a.png", "Is it normal?", "yes"], ["images", "missing.png", "What organ?", "lung"]])
-    assert _run(root, tmp_path / "b", "--strict") == 2
+    code = main(["run", "--model", "tests.test_data_radfm:NeverLoaded", "--task", "vqa", "--dataset", "vqa-rad",
+                 "--data-root", str(root), "--output", str(tmp_path / "b"), "--quiet", "--strict"])
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "vqarad_test.csv row 2" in err and "missing.png" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "vqarad_test.csv row 2" in err and "missing.png" in err
     assert not (tmp_path / "b" / PREDICTIONS).exists()
+
+
+class NeverLoaded(Adapter):
+    """A model whose loading fails loudly: a --strict data problem must be reported before it."""
+
+    name = "never-loaded"
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> Adapter:
+        raise AssertionError("the model was loaded before the data was checked")
 
 
 def test_validate_reports_counts_and_problems_as_json(tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
