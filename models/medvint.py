@@ -385,7 +385,7 @@ class MedVInTAdapter(Adapter):
             randomize_batchnorm(model)
         model.to(device=device, dtype=dtype)
         spec = preprocess_spec(cfg.image_size, slices)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype],
+        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype], "mode": mode,
                                                        "preprocess": spec.fingerprint()}, seed)
         return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
                    max_batch_size, mode, spec)

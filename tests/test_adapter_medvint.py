@@ -280,6 +280,7 @@ def test_options_are_scored_by_letter_logits_and_open_mode_generates(released, i
     assert answer == request.options[int(logits[firsts].argmax())]
     opened = MedVInTAdapter.tiny_random(mode="open")
     assert opened.generate([request])[0] == opened.generate([replace(request, options=())])[0]
+    assert opened.fingerprint() != MedVInTAdapter.tiny_random().fingerprint()  # other answers, other keys
 
 
 def test_images_zero_several_and_3d(released, image_dir: Path) -> None:
