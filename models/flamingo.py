@@ -376,7 +376,7 @@ def prepare_tokenizer(model: str, tokenizer: Any, llama: bool) -> Any:
     base = len(tokenizer)
     hf.add_special_tokens(tokenizer, [EOC, IMAGE], strip=llama)
     expected = {EOC: base, IMAGE: base + 1}
-    if tokenizer.pad_token is None or llama:  # LLaMA-1's tokenizer has no pad; OpenFlamingo added <PAD>
+    if tokenizer.pad_token is None:  # LLaMA-1's and NeoX's tokenizers have none; OpenFlamingo added <PAD>
         from tokenizers import AddedToken
 
         tokenizer.add_special_tokens({"pad_token": AddedToken(PAD, lstrip=llama, rstrip=llama, special=True,

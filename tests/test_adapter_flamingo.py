@@ -109,7 +109,7 @@ def test_closed_gates_ignore_the_image_open_gates_see_it() -> None:
         assert not torch.allclose(_logits(adapter, prompt, a), _logits(adapter, prompt, b))
 
 
-def test_cached_generation_equals_full_recompute(openf: fl.OpenFlamingoAdapter, requests_: list[Request]) -> None:
+def test_cached_generation_equals_full_recompute(requests_: list[Request]) -> None:
     adapter = fl.OpenFlamingoAdapter.from_args(preset="tiny-random")
     with torch.no_grad():
         for name, param in adapter.model.named_parameters():
