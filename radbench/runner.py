@@ -111,9 +111,12 @@ def _prompt_text(request: Request) -> str:
 
 
 def _preprocessing(adapter: Adapter) -> images.Preprocess | None:
-    """The image preprocessing an adapter declares (``preprocessing`` attribute), if any."""
-    spec = getattr(adapter, "preprocessing", None)
-    return spec if isinstance(spec, images.Preprocess) else None
+    """The image preprocessing an adapter declares (its ``preprocessing`` or ``spec`` attribute), if any."""
+    for name in ("preprocessing", "spec"):
+        spec = getattr(adapter, name, None)
+        if isinstance(spec, images.Preprocess):
+            return spec
+    return None
 
 
 def _image_records(request: Request, spec: images.Preprocess | None = None) -> list[dict[str, Any]]:

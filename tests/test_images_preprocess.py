@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -11,9 +13,12 @@ import torch
 from PIL import Image
 
 from radbench import images
+from radbench.cli import main
 from radbench.errors import UsageError
+from radbench.models.base import Adapter
+from radbench.store import PREDICTIONS, RESULTS
 from radbench.tasks.demo import DemoDataset
-from radbench.types import ImageRef
+from radbench.types import ImageRef, Request
 
 
 @pytest.fixture
@@ -124,3 +129,28 @@ def test_datasets_never_read_pixels_when_built(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(images, name, forbidden)
     samples = [s for task in DemoDataset.tasks for s in DemoDataset().load(task, "test")]
     assert sum(len(s.images) for s in samples) > 100
+
+
+class SlicingModel(Adapter):
+    """A 2D-only model that declares its preprocessing and reads every slice it is given."""
+
+    name = "slicing"
+    spec = images.PRESETS["clip-224"].with_slices("even:2")
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        return [str(sum(len(images.prepare(ref, self.spec).array) for ref in r.images)) for r in requests]
+
+    def fingerprint(self) -> str:
+        return "slicing-" + self.spec.fingerprint()
+
+
+def test_declared_preprocessing_and_slice_choices_reach_results_and_predictions(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "--model", "tests.test_images_preprocess:SlicingModel", "--task", "rationale", "--dataset", "demo",
+                 "--limit", "2", "--output", str(out), "--quiet"]) == 0
+    res = json.loads((out / RESULTS).read_text())
+    assert res["preprocessing"]["fingerprint"] == SlicingModel.spec.fingerprint()
+    assert res["preprocessing"]["slices"] == "even:2"
+    for pred in map(json.loads, (out / PREDICTIONS).read_text().splitlines()):
+        assert pred["images"] and all(img["slice_policy"] == "even:2" and len(img["slices"]) == 2 for img in pred["images"])
+        assert pred["prediction"] == str(2 * len(pred["images"]))
