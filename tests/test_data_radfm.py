@@ -113,7 +113,7 @@ def _broken_root(tmp_path: Path) -> Path:
         ["images", "missing.png", "What organ?", "lung"],
         ["images", "b.png", "Which side?", "left"],
     ])
-    data = path.read_bytes().replace(b"Which side?", b"Which s\xffde?")
+    data = path.read_bytes().replace(b"Which side?", b"Which s\xffde?").replace(b",left", b",l\xe9ft")
     path.write_bytes(data + b"images,b.png,Short row\n")
     return tmp_path
 
@@ -140,6 +140,12 @@ def test_readers_reject_values_they_cannot_interpret(tmp_path: Path) -> None:
     assert "is not a list literal" in failed_row(load("pmc-casereport", "vqa", tmp_path)[0])
     write_json(tmp_path / "radiology_article_npy_test.json", [{"pre": "p", "pat": "q", "npy_path": "x.npy"}])
     assert "missing key(s) finding, impression" in failed_row(load("radbench", "report", tmp_path)[0])
+    case = {"pre": "p", "pat": "q", "npy_path": "x.npy", "finding": "f", "impression": "i", "title": "t",
+            "articles": ["a"], "radiographic_features": ["FEATURE"]}
+    data = json.dumps([case, {**case, "pre": "p2"}]).encode().replace(b"FEATURE", b"F\xe9ATURE", 1)
+    (tmp_path / "radiology_article_npy_test.json").write_bytes(data)
+    samples = load("radbench", "rationale", tmp_path)
+    assert failed_row(samples[0]).endswith("row 1: not UTF-8 text") and failed_row(samples[1]) is None
     (tmp_path / "radiology_article_npy_test.json").write_text('[{"pre": "p",', encoding="utf-8")
     with pytest.raises(UsageError, match=r"malformed JSON \(line 1, column 14"):
         load("radbench", "report", tmp_path)

@@ -33,7 +33,14 @@ class Row:
 
 
 def _undecodable(value: Any) -> bool:
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+    """Whether a field (or anything nested in it) holds bytes that were not UTF-8."""
+    if isinstance(value, str):
+        return any("\udc80" <= ch <= "\udcff" for ch in value)
+    if isinstance(value, dict):
+        return any(_undecodable(k) or _undecodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_undecodable(v) for v in value)
+    return False
 
 
 def _decode(path: Path) -> str:
@@ -105,7 +112,7 @@ def _record_row(number: int, value: Any, required: Sequence[str]) -> Row:
     missing = [k for k in required if k not in value]
     if missing:
         return Row(number, value, f"missing key(s) {', '.join(missing)}")
-    if any(_undecodable(v) for v in value.values()):
+    if _undecodable(value):
         return Row(number, value, "not UTF-8 text")
     return Row(number, value)
 
@@ -169,7 +176,8 @@ class Source:
         message = f"{self.where(row)}: {problem}"
         if self.options.strict:
             raise UsageError(message)
-        return self.sample(row, suffix, references=(reference,), metadata={"error": message})
+        readable = reference.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # no raw bytes downstream
+        return self.sample(row, suffix, references=(readable,), metadata={"error": message})
 
 
 def text(value: Any) -> str:
