@@ -20,7 +20,7 @@ from radbench import images
 from radbench.errors import SampleError
 from radbench.tasks.base import DataOptions, Dataset, failed_row, load_split
 from radbench.tasks.templates import PromptLibrary
-from radbench.types import ImageRef, Sample
+from radbench.types import ImageRef
 
 
 @dataclass

@@ -73,6 +73,7 @@ def test_folder_dataset_runs_with_its_metrics_and_few_shot(tmp_path: Path) -> No
     (CONFIG.replace("answer: ans, ", ""), "must name the answer column"),
     (CONFIG.replace("task: diagnosis\n", ""), "'task' is required"),
     (CONFIG.replace("{options}", "{nope}"), "prompt uses {nope}"),
+    (CONFIG.replace("{options}", "{ans}"), "may not contain the answer"),
     (CONFIG.replace("prompt: \"", "prompt: \"{"), "prompt must be a template"),
     (CONFIG + "window: lungs\n", "window 'lungs'"),
     ("task: [unclosed\n", "malformed YAML"),

@@ -99,9 +99,11 @@ class UserDataset:
             try:
                 if not isinstance(self.prompt, str):
                     raise ValueError("not a string")
-                list(string.Formatter().parse(self.prompt))
+                names = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name}
             except ValueError as exc:
                 raise UsageError(f"{config_path}: prompt must be a template such as '{{question}}' ({exc})") from None
+            if names & {"answer", self.columns["answer"]}:
+                raise UsageError(f"{config_path}: the prompt may not contain the answer column")
         metrics = cfg.get("metrics")
         if metrics is not None and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
             raise UsageError(f"{config_path}: metrics must be a list of metric ids")
@@ -144,7 +146,9 @@ class UserDataset:
         return kind_of(path) if self.image_kind == "auto" else self.image_kind  # type: ignore[return-value]
 
     def _build(self, src: Source, row: Row) -> Sample:
-        get = lambda field: row.values.get(self.columns[field]) if field in self.columns else None  # noqa: E731
+        def get(field: str) -> Any:
+            return row.values.get(self.columns[field]) if field in self.columns else None
+
         paths = self._list(get("images"), "images") if "images" in self.columns else (
             [text(get("image"))] if "image" in self.columns else [])
         images = tuple(src.image(p, self._kind(p)) for p in paths)
@@ -154,8 +158,8 @@ class UserDataset:
             options = YES_NO
         answer_type = self.answer_type if self.answer_type != "auto" else ("closed" if options else "open")
         question, context = text(get("question")), text(get("context"))
-        fields = {"question": question, "context": context, "answer": answer, "options": ", ".join(options)}
-        fields.update({k: text(v) for k, v in row.values.items() if k not in fields})
+        fields = {"question": question, "context": context, "options": ", ".join(options)}
+        fields.update({k: text(v) for k, v in row.values.items() if k not in fields and k != self.columns["answer"]})
         try:
             prompt_text = (self.prompt.format_map(fields) if self.prompt else
                            " ".join(p for p in (context.strip(), question.strip()) if p))
