@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from radbench import __version__, compare
 from radbench.errors import UsageError
 from radbench.leaderboard import schemas
+from radbench.models.base import parse_model_args
 from radbench.runner import RunConfig, run
 from radbench.store import RESULTS, atomic_write_json
 
@@ -102,7 +103,7 @@ def sweep(
     ``baseline`` is a checkpoint path (evaluated like the others) or an existing run directory.
     """
     found = find_checkpoints(checkpoints)
-    if checkpoint_arg in (config.model_args or ""):
+    if checkpoint_arg in parse_model_args(config.model_args):
         raise UsageError(f"--model-args already sets {checkpoint_arg!r}; the sweep sets it per checkpoint")
 
     def evaluate(ck: Checkpoint, folder: str) -> compare.RunData:
