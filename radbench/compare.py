@@ -284,19 +284,17 @@ def paired_bootstrap(
             boot[k, start : start + WEIGHT_BLOCK] = (
                 metric.aggregate_many(metric_id, new, weights) - metric.aggregate_many(metric_id, base, weights)
             )
-    rows = []
+    out = []
     for k, (metric_id, metric) in enumerate(zip(metric_ids, metrics)):
         b_full, n_full = metric.aggregate(metric_id, base), metric.aggregate(metric_id, new)
         diff = None if b_full is None or n_full is None else n_full - b_full
         low, high = percentile_ci(boot[k], level)
         p_value = bootstrap_p_value(boot[k]) if diff is not None else None
         n = sum(1 for rb, rn in zip(base, new) if rb.get(metric_id) is not None and rn.get(metric_id) is not None)
-        rows.append((metric_id, b_full, n_full, diff, low, high, p_value, n))
-    adjusted = holm([row[6] for row in rows])
-    return [
-        MetricDiff(*row[:7], p_adj, row[7], classify(row[3], p_adj, level, min_effect))
-        for row, p_adj in zip(rows, adjusted)
-    ]
+        out.append(MetricDiff(metric_id, b_full, n_full, diff, low, high, p_value, None, n, "undefined"))
+    for m, p_adjusted in zip(out, holm([m.p_value for m in out])):
+        m.p_adjusted, m.status = p_adjusted, classify(m.diff, p_adjusted, level, min_effect)
+    return out
 
 
 def _select_metrics(base: RunData, new: RunData, wanted: Sequence[str] | None) -> tuple[list[str], list[str]]:
