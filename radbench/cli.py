@@ -298,6 +298,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
         model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
         limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
+        **_data_args(args),
     )
     trend = sweep(config, args.checkpoints, args.checkpoint_arg, args.baseline, args.min_effect, args.iterations)
     print_trend(trend)
