@@ -81,6 +81,7 @@ def token_recall(prediction: str, reference: str) -> float | None:
 class Accuracy(Metric):
     group = "accuracy"
     ids = ("accuracy", "parse_failure_rate", "exact_match", "token_recall")
+    lower_is_better = ("parse_failure_rate",)
     version = "2"
 
     def __init__(self, min_similarity: float | None = None) -> None:

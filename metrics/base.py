@@ -37,6 +37,12 @@ class Metric:
     group: str = ""
     ids: tuple[str, ...] = ()
     version: str = "1"
+    # Ids where a smaller value is better (error and failure rates); every other id is higher-is-better.
+    lower_is_better: tuple[str, ...] = ()
+
+    def higher_is_better(self, metric_id: str) -> bool:
+        """Direction of ``metric_id``: ``compare`` calls a rise of a lower-is-better metric a regression."""
+        return metric_id not in self.lower_is_better
 
     def config(self) -> dict[str, Any]:
         """Everything that changes this metric's numbers; recorded next to every value it produces."""

@@ -292,8 +292,10 @@ def paired_bootstrap(
         p_value = bootstrap_p_value(boot[k]) if diff is not None else None
         n = sum(1 for rb, rn in zip(base, new) if rb.get(metric_id) is not None and rn.get(metric_id) is not None)
         out.append(MetricDiff(metric_id, b_full, n_full, diff, low, high, p_value, None, n, "undefined"))
-    for m, p_adjusted in zip(out, holm([m.p_value for m in out])):
-        m.p_adjusted, m.status = p_adjusted, classify(m.diff, p_adjusted, level, min_effect)
+    for m, metric, p_adjusted in zip(out, metrics, holm([m.p_value for m in out])):
+        # Classify the change in the metric's good direction: a rise of an error rate is a regression.
+        towards_better = m.diff if m.diff is None or metric.higher_is_better(m.metric) else -m.diff
+        m.p_adjusted, m.status = p_adjusted, classify(towards_better, p_adjusted, level, min_effect)
     return out
 
 

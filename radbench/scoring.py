@@ -116,7 +116,8 @@ def score(
             subsets[name] = _summarise(
                 metric_ids, groups, [records[i] for i in idx], [clusters[i] for i in idx], seed, iterations
             )
-    configs = {group: {"ids": list(m.ids), **m.config()} for group, m in groups.items()}
+    configs = {group: {"ids": list(m.ids), **m.config(), "lower_is_better": list(m.lower_is_better)}
+               for group, m in groups.items()}
     cluster_unit = "sample" if len(set(clusters)) == len(clusters) else "patient/study"
     bootstrap = {"iterations": iterations, "level": DEFAULT_LEVEL, "seed": seed, "cluster": cluster_unit,
                  "method": "percentile"}

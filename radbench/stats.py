@@ -48,12 +48,11 @@ def draw_weights(draws: np.ndarray, n: int) -> np.ndarray:
     Every aggregate radbench uses is a function of weighted sums (means, corpus BLEU's n-gram
     counts), so one matrix product evaluates all resamples at once, clustered or not.
     """
-    weights = np.zeros((draws.shape[0], n), dtype=np.float64)
     rows = np.repeat(np.arange(draws.shape[0]), draws.shape[1])
     cols = draws.ravel()
     keep = cols >= 0
-    np.add.at(weights, (rows[keep], cols[keep]), 1.0)
-    return weights
+    counts = np.bincount(rows[keep] * n + cols[keep], minlength=draws.shape[0] * n)
+    return counts.reshape(draws.shape[0], n).astype(np.float64)
 
 
 def apply_draws(
