@@ -106,7 +106,9 @@ def load_run(path: Path) -> RunData:
         if not isinstance(sample_id, str) or sample_id in seen:
             raise UsageError(f"{scores}: missing or duplicate sample id {sample_id!r}")
         seen.add(sample_id)
-    run.records = records
+    # Rows the dataset itself could not provide (no reference) were never scored; they are
+    # counted as failures in results.json and have nothing to pair.
+    run.records = [r for r in records if r.get("scored", True)]
     return run
 
 

@@ -94,25 +94,31 @@ def score(
     iterations: int = DEFAULT_ITERATIONS,
 ) -> ScoreReport:
     groups = resolve_metrics(metric_ids)
-    items = [s.item for s in samples]
     # ``cluster`` is kept per record so a later paired comparison (radbench compare) can resample
     # patients or studies, not rows, without the dataset at hand.
     records: list[dict[str, Any]] = [
         {"id": s.item.id, "subset": s.subset, "cluster": s.cluster or s.item.id} for s in samples
     ]
+    # A failed row with no reference (the dataset row itself was unusable) has nothing to score
+    # against: it is counted as a failure and left out of every metric, never scored as a match.
+    scorable = [i for i, s in enumerate(samples) if not (s.failed and not any(r.strip() for r in s.item.references))]
     for group, metric in groups.items():
-        for record, values in zip(records, metric.score(items)):
-            record.update({k: v for k, v in values.items() if k in metric.ids or k.startswith("_")})
+        for i, values in zip(scorable, metric.score([samples[i].item for i in scorable])):
+            records[i].update({k: v for k, v in values.items() if k in metric.ids or k.startswith("_")})
     for record, s in zip(records, samples):
         if s.failed:
             record["failed"] = True
+    unscored = set(range(len(samples))) - set(scorable)
+    for i in unscored:
+        records[i]["scored"] = False
     clusters = [r["cluster"] for r in records]
-    metrics = _summarise(metric_ids, groups, records, clusters, seed, iterations)
+    metrics = _summarise(metric_ids, groups, [records[i] for i in scorable], [clusters[i] for i in scorable], seed,
+                         iterations)
     subsets: dict[str, dict[str, dict[str, Any]]] = {}
     names = sorted({s.subset for s in samples if s.subset})
     if len(names) > 1:
         for name in names:
-            idx = [i for i, s in enumerate(samples) if s.subset == name]
+            idx = [i for i in scorable if samples[i].subset == name]
             subsets[name] = _summarise(
                 metric_ids, groups, [records[i] for i in idx], [clusters[i] for i in idx], seed, iterations
             )

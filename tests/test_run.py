@@ -153,3 +153,22 @@ def test_every_demo_task_runs_few_shot(tmp_path: Path, task: str) -> None:
     assert res["shots"] == 2 and all(len(p["exemplar_ids"]) == 2 for p in preds)
     assert all(not set(p["exemplar_ids"]) & {p["id"]} for p in preds)
     assert all(e.split("-")[-2] == "train" for p in preds for e in p["exemplar_ids"])
+
+
+def test_unusable_rows_are_counted_not_scored(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [{"q": "Which side is the effusion on? left", "ans": "left"}, {"q": "Which lung has the nodule?", "ans": "right"},
+            {"q": "Broken row without an answer"}]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "radbench.yaml").write_text("task: vqa\ndata: test.jsonl\ncolumns: {question: q, answer: ans}\nmetrics: [exact_match]\n")
+    out = tmp_path / "run"
+    code = main(["run", "--model", "tests.support.adapters:EchoAdapter", "--task", "vqa", "--dataset", str(folder),
+                 "--output", str(out), "--quiet"])
+    assert code == 0
+    res = json.loads((out / RESULTS).read_text())
+    assert res["n_samples"] == 3 and res["failures"]["count"] == 1
+    # The broken row is neither a hit nor a miss: one of two scorable rows matches.
+    assert res["metrics"]["exact_match"]["n"] == 2 and res["metrics"]["exact_match"]["value"] == 0.5
+    unscored = [s for s in lines(out / SCORES) if s.get("scored") is False]
+    assert len(unscored) == 1 and unscored[0]["failed"] is True and "exact_match" not in unscored[0]
