@@ -338,7 +338,8 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "preprocessing": ({**spec.describe(), "fingerprint": spec.fingerprint()}
                           if (spec := _preprocessing(p.adapter)) else None),
     }
-    failures = {"count": len(failed), "policy": "a failed sample is scored as an empty prediction and counted here",
+    failures = {"count": len(failed), "policy": ("a sample the model could not process is scored as an empty prediction; "
+                           "an unusable dataset row (no reference) is left out of the metrics; both are counted here"),
                 "samples": failed}
     out = results.build(report, provenance, failures, timing)
     results.write(config.output / RESULTS, out)
