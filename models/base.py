@@ -27,6 +27,9 @@ class Adapter:
     name: str = ""
     version: str = "1"
     max_batch_size: int = 1
+    # True when from_args accepts ``device_map=auto`` and ``gpus=0,1,...`` (one replica over several
+    # GPUs, from ``--model-args gpus_per_replica=K``); no built-in adapter does yet.
+    supports_device_map: bool = False
 
     @classmethod
     def from_args(cls, **model_args: str) -> "Adapter":

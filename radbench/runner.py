@@ -186,7 +186,14 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     model_args = parse_model_args(config.model_args)
     trained_on = model_args.pop("trained_on", "unknown")
     if "gpus_per_replica" in model_args:
-        gpus = distributed.check_gpus(world, int(model_args.pop("gpus_per_replica")))
+        if not adapter_cls.supports_device_map:
+            raise UsageError(f"model {config.model!r} cannot be split across GPUs (gpus_per_replica); "
+                             "run one replica per GPU instead")
+        try:
+            per_replica = int(model_args.pop("gpus_per_replica"))
+        except ValueError:
+            raise UsageError("--model-args gpus_per_replica must be a whole number") from None
+        gpus = distributed.check_gpus(world, per_replica)
         model_args.setdefault("device_map", "auto")
         model_args.setdefault("gpus", ",".join(map(str, gpus)))
     elif world.distributed and "device" not in model_args and _cuda_available():

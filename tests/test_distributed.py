@@ -107,3 +107,11 @@ def test_dead_rank_gives_rank0_a_clear_error(tmp_path: Path) -> None:
     assert ranks[0].returncode == 2
     assert "rank 1 of 2 stopped responding" in err and "Traceback" not in err
     assert time.monotonic() - started < 60
+
+
+def test_gpus_per_replica_is_refused_by_adapters_that_cannot_split(tmp_path: Path, capsys) -> None:
+    from radbench.cli import main
+
+    code = main(["run", "--model", "retrieval", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path),
+                 "--model-args", "gpus_per_replica=2"])
+    assert code == 2 and "cannot be split across GPUs" in capsys.readouterr().err
