@@ -16,6 +16,9 @@ from radbench import __version__, registry
 from radbench.errors import UsageError
 
 TABLE_METRICS = ("bleu1", "bleu4", "rougeL", "accuracy")
+# Rationale runs get a second table: text overlap alone misses a wrong diagnosis, side or "no".
+RATIONALE_TABLE_METRICS = ("diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
+                           "laterality_error_rate", "negation_error_rate")
 
 
 def _parse_gen_kwargs(text: str | None) -> dict[str, Any]:
@@ -166,12 +169,13 @@ def cmd_list(kind: str) -> int:
     return 0
 
 
-def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str) -> None:
-    """One row per (model, task): each metric as value [95% CI]."""
+def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str,
+                        columns: Sequence[str] = TABLE_METRICS) -> None:
+    """One row per (model, task): each metric as value [95% CI]; rationale metrics in a second table."""
     from rich.console import Console
     from rich.table import Table
 
-    metric_ids = [m for m in TABLE_METRICS if any(m in r[2]["metrics"] for r in rows)]
+    metric_ids = [m for m in columns if any(m in r[2]["metrics"] for r in rows)]
     table = Table(title=title)
     for col in ("model", "task", "n", "failed", *metric_ids):
         table.add_column(col, justify="left" if col in ("model", "task") else "right")
@@ -185,6 +189,9 @@ def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: 
                 cells.append(f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
         table.add_row(model, task, str(res["n_samples"]), str(res["failures"]["count"]), *cells)
     Console(width=max(120, 30 + 26 * len(metric_ids))).print(table)
+    rationale = [r for r in rows if any(m in r[2]["metrics"] for m in RATIONALE_TABLE_METRICS)]
+    if columns is TABLE_METRICS and rationale:
+        print_results_table(rationale, f"{title}: rationale", RATIONALE_TABLE_METRICS)
 
 
 def _without_launcher(argv: Sequence[str]) -> list[str]:

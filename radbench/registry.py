@@ -60,6 +60,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "accuracy": "radbench.metrics.accuracy:Accuracy",
         "bertscore": "radbench.metrics.bertscore:BertScore",
         "umls": "radbench.metrics.umls:Umls",
+        "rationale": "radbench.metrics.rationale:Rationale",
+        "rationale_text": "radbench.metrics.rationale:RationaleText",
     },
 }
 
@@ -85,6 +87,27 @@ METRIC_IDS: dict[str, str] = {
     "umls_neg_precision": "umls",
     "umls_neg_recall": "umls",
     "umls_neg_f1": "umls",
+    "diagnosis_hit": "rationale",
+    "diagnosis_hit_any": "rationale",
+    "feature_recall": "rationale",
+    "feature_precision": "rationale",
+    "laterality_error_rate": "rationale",
+    "negation_error_rate": "rationale",
+    "rationale_article_bleu1": "rationale_text",
+    "rationale_article_bleu2": "rationale_text",
+    "rationale_article_bleu3": "rationale_text",
+    "rationale_article_bleu4": "rationale_text",
+    "rationale_article_rouge1": "rationale_text",
+    "rationale_article_rouge2": "rationale_text",
+    "rationale_article_rougeL": "rationale_text",
+    "rationale_features_bleu1": "rationale_text",
+    "rationale_features_bleu2": "rationale_text",
+    "rationale_features_bleu3": "rationale_text",
+    "rationale_features_bleu4": "rationale_text",
+    "rationale_features_rouge1": "rationale_text",
+    "rationale_features_rouge2": "rationale_text",
+    "rationale_features_rougeL": "rationale_text",
+    "rationale_split_fallback_rate": "rationale_text",
 }
 
 

@@ -77,6 +77,12 @@ def _sentences(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in spans if e > s]
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges of the sentences negation stops at, for callers that scope other cues
+    (laterality, diagnostic phrases) to the same sentences."""
+    return _sentences(text)
+
+
 def negation_scopes(text: str) -> list[Scope]:
     """Every negated character range of ``text`` (case-insensitive)."""
     lowered = text.lower()
