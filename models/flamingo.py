@@ -45,7 +45,6 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter
 from radbench.types import ImageRef, Request
 
 EOC, IMAGE, PAD = "<|endofchunk|>", "<image>", "<PAD>"
@@ -520,7 +519,7 @@ ARGS = ("checkpoint", "lm_path", "vision_path", "dtype", "device", "preset", "se
         "full_fingerprint", "legacy_media_attention")
 
 
-class FlamingoAdapter(Adapter):
+class FlamingoAdapter(hf.CheckpointAdapter):
     """Shared loading and batched generation; subclasses fix the checkpoint file, prompt and defaults."""
 
     checkpoint_file = ""
@@ -633,19 +632,9 @@ class FlamingoAdapter(Adapter):
         image_size = clip.config.image_size
         return cls(model.eval(), tokenizer, image_size, device, dtype, fingerprint, source, max_batch_size)
 
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "dtype": hf.DTYPE_NAMES[self.dtype],
-            "device": str(self.device),
-            "source": self.source,
-            "decoding": {"greedy": True, "eos": EOC, "default_max_new_tokens": self.default_max_new_tokens,
-                         "never_generated": [IMAGE, PAD], "new_lm_head_rows": "zeros"},
-            "preprocessing": self.spec.describe(),
-        }
+    def decoding_facts(self) -> dict[str, Any]:
+        return {"decoding": {"greedy": True, "eos": EOC, "default_max_new_tokens": self.default_max_new_tokens,
+                             "never_generated": [IMAGE, PAD], "new_lm_head_rows": "zeros"}}
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:

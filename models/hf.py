@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from radbench.errors import UsageError
+from radbench.models.base import Adapter
 from radbench.types import stable_hash
 
 # ---------------------------------------------------------------------------------------------
@@ -536,3 +537,35 @@ def assert_token_ids(model: str, tokenizer: Any, expected: Mapping[str, int]) ->
         got = tokenizer.convert_tokens_to_ids(token)
         if got != want:
             raise UsageError(f"model {model!r}: tokenizer maps {token} to id {got}, the checkpoint expects {want}")
+
+
+class CheckpointAdapter(Adapter):
+    """Base of the adapters that run released weights with torch.
+
+    Each keeps the fingerprint of its weights, its dtype and device, where the weights came from
+    (``source``) and its preprocessing (``spec``); :meth:`decoding_facts` adds what differs per family.
+    """
+
+    _fingerprint: str
+    dtype: torch.dtype
+    device: torch.device
+    source: dict[str, Any]
+    spec: Any
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def decoding_facts(self) -> dict[str, Any]:
+        """Family-specific entries for :meth:`describe` (decoding settings, prompt format, mode)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "dtype": DTYPE_NAMES[self.dtype],
+            "device": str(self.device),
+            "source": self.source,
+            **self.decoding_facts(),
+            "preprocessing": self.spec.describe(),
+        }
+

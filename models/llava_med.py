@@ -59,7 +59,6 @@ import torch
 from radbench import images
 from radbench.errors import UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter
 from radbench.types import ImageRef, Request, Turn
 
 IMAGE_TOKEN = "<image>"
@@ -224,7 +223,7 @@ def tokenize_with_images(tokenizer: Any, prompt: str, image_token_id: int, image
 # -- the adapter ------------------------------------------------------------------------------------
 
 
-class LlavaMedAdapter(Adapter):
+class LlavaMedAdapter(hf.CheckpointAdapter):
     """LLaVA-Med v1.5 through ``LlavaForConditionalGeneration``; see the module docstring."""
 
     name = "llava-med"
@@ -329,18 +328,10 @@ class LlavaMedAdapter(Adapter):
                   "keys": report.to_json()}
         return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, spec)
 
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict[str, Any]:
+    def decoding_facts(self) -> dict[str, Any]:
         return {
-            **super().describe(),
-            "dtype": hf.DTYPE_NAMES[self.dtype],
-            "device": str(self.device),
-            "source": self.source,
             "decoding": {"greedy": True, "eos_token_id": EOS_ID, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
             "prompt": "[INST] <image>\\n{question} [/INST]; few-shot exemplars as text-only Q:/A: blocks",
-            "preprocessing": self.spec.describe(),
         }
 
     def encode(self, request: Request) -> tuple[list[int], list[np.ndarray]]:

@@ -53,7 +53,6 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter
 from radbench.types import Request
 
 DEFAULT_MAX_NEW_TOKENS = 50  # generate_long_sentence
@@ -331,7 +330,7 @@ def letter_continuations(tokenizer: Any, prompt_ids: Sequence[int], prompt: str,
 # -- the adapter --------------------------------------------------------------------------------------
 
 
-class MedVInTAdapter(Adapter):
+class MedVInTAdapter(hf.CheckpointAdapter):
     """MedVInT-TD behind ``generate()``; see the module docstring for what is the authors' and what not."""
 
     name = "medvint"
@@ -426,19 +425,12 @@ class MedVInTAdapter(Adapter):
                   "keys": report.to_json()}
         return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, mode, spec)
 
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict[str, Any]:
+    def decoding_facts(self) -> dict[str, Any]:
+        options = "next-token logits of the option letters" if self.mode == "auto" else "generated"
         return {
-            **super().describe(),
-            "dtype": hf.DTYPE_NAMES[self.dtype],
-            "device": str(self.device),
-            "source": self.source,
             "mode": self.mode,
             "decoding": {"greedy": True, "eos_token_id": list(EOS_IDS), "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-                         "options": "next-token logits of the option letters" if self.mode == "auto" else "generated"},
-            "preprocessing": self.spec.describe(),
+                         "options": options},
         }
 
     def prefix(self, request: Request) -> torch.Tensor:

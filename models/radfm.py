@@ -38,7 +38,6 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import hf
-from radbench.models.base import Adapter
 from radbench.models.flamingo import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
 from radbench.types import ImageRef, Request
 
@@ -316,7 +315,7 @@ def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Ten
 ARGS = ("checkpoint", "lm_path", "dtype", "device", "preset", "seed", "batch_size", "full_fingerprint")
 
 
-class RadFMAdapter(Adapter):
+class RadFMAdapter(hf.CheckpointAdapter):
     """RadFM behind ``generate()``; see the module docstring for what is and is not the authors' setup."""
 
     name = "radfm"
@@ -394,18 +393,8 @@ class RadFMAdapter(Adapter):
         source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "keys": report.to_json()}
         return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
 
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "dtype": hf.DTYPE_NAMES[self.dtype],
-            "device": str(self.device),
-            "source": self.source,
-            "decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
-            "preprocessing": self.spec.describe(),
-        }
+    def decoding_facts(self) -> dict[str, Any]:
+        return {"decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS}}
 
     def encode(self, request: Request) -> tuple[list[int], torch.Tensor | None]:
         """A request's token ids and its images' visual rows (``None`` without images)."""
