@@ -8,22 +8,23 @@ asks those questions instead, and so does group ``rationale``:
 
 ``diagnosis_hit`` / ``diagnosis_hit_any``
     Whether the first diagnosis the generation states (or any it states) is the case title. The
-    stated diagnoses are the generation's non-negated concept mentions and occurrences of the title,
-    in text order, except that those after a conclusion phrase ("consistent with", "diagnosis:",
-    "most likely" ...) come first, so "hyperdense lesion with cerebral oedema, consistent with
-    intracranial haemorrhage" states the haemorrhage first. One matches the title by normalised words (stemmed,
-    British and American spellings folded) or by sharing a UMLS CUI with the title ("bleeding
-    within the skull" is C0151699, intracranial haemorrhage).
+    stated diagnoses are the generation's non-negated concept mentions and occurrences of the
+    title, in text order, except that those after a conclusion phrase ("consistent with",
+    "diagnosis:", "most likely" ...) come first, so "hyperdense lesion with cerebral oedema,
+    consistent with intracranial haemorrhage" states the haemorrhage first. One matches the title
+    by its words (Porter stems, British spellings folded: haemorrhage = hemorrhage) or by sharing
+    a UMLS CUI with it ("bleeding within the skull" is C0151699, intracranial haemorrhage).
 ``feature_recall``
-    The share of gold features the generation states, polarity and side included. A feature is
-    read as its concepts (CUIs) when the extractor finds any, else as its key terms (content-word
-    stems and numbers), because the default HPO vocabulary has no CUI for most radiographic
-    descriptions ("round soft-tissue nodule"). A concept is stated when the generation mentions
-    the same CUI with the same polarity and no contradicting side; key terms are stated when one
-    sentence of the generation holds all their numbers and at least ``term_overlap`` of their words.
+    The share of gold features the generation states with the gold polarity and, where both give a
+    side, the gold side. A feature is read as its concepts (CUIs) when the extractor finds any,
+    else as its key terms (content-word stems and numbers, counts as digits), because the default
+    HPO vocabulary has no CUI for most radiographic descriptions ("round soft-tissue nodule"):
+    key terms are stated when one sentence holds all their numbers and at least ``term_overlap``
+    of their words. Features are looked for after the generation's separator when it has one: its
+    article part describes the disease in general, and copying it recalls no feature of the case.
 ``feature_precision``
     The share of the generation's concepts (CUI, polarity, side) that the title, a gold feature or
-    the article supports (same CUI and polarity, no contradicting side).
+    the article supports: same CUI and polarity, and one of the gold sides where those give one.
 ``laterality_error_rate`` / ``negation_error_rate``
     Among the gold findings the generation mentions at all (same CUI, or key terms found, in any
     polarity), the share whose side disagrees (both state one of left, right, bilateral) and the
@@ -82,6 +83,7 @@ _SIDE = re.compile(r"(?<![a-z])(bilateral(?:ly)?|both sides|both lungs|both hemi
 # differential diagnosis includes" about other diseases, and those must not come first.
 _CUE = re.compile(r"(?<![a-z])(?<!differential )(consistent with|in keeping with|compatible with|diagnostic of|"
                   r"diagnosis is|diagnosis:|impression is|impression:|most likely|likely represents)(?![a-z])")
+_NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 # Words that say where or whether, not what: they never make two findings the same finding.
 _NOT_KEY = ENGLISH | {"left", "right", "bilateral", "bilaterally", "side", "sides", "sided"} | {
     word for phrase in (*negation.PRE, *negation.POST) for word in phrase.split()}
@@ -132,7 +134,9 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
-    return [Token(m.start(), m.end(), _stem(m.group()), m.group() not in _NOT_KEY)
+    """Words and numbers with their offsets; number words become digits ("three" = "3"), so a count
+    is a number that key terms must agree on."""
+    return [Token(m.start(), m.end(), _NUMBERS.get(m.group()) or _stem(m.group()), m.group() not in _NOT_KEY)
             for m in _TOKEN.finditer(text.lower())]
 
 
@@ -211,8 +215,8 @@ class Reading:
             return []
         numbers = frozenset(t.stem for t in key if t.stem.isdigit())
         words = frozenset(t.stem for t in key) - numbers
-        return [Finding("", words, numbers, self.negated(key[0].start), self.side(key[0].start, key[-1].end, True),
-                        self.text)]
+        side = self.side(key[0].start, key[-1].end, True)
+        return [Finding("", words, numbers, self.negated(key[0].start), side, self.text)]
 
     def occurrences(self, finding: Finding, term_overlap: float) -> list[Occurrence]:
         """Where this text states ``finding``, in any polarity and on any side."""
@@ -220,16 +224,20 @@ class Reading:
             return [Occurrence(m.negated, self.side(m.start, m.end, False)) for m in self.mentions
                     if m.cui == finding.cui]
         found = []
+        terms = finding.words | finding.numbers
         for lo, hi in self.sentences:
-            hits = [t for t in self.tokens if lo <= t.start < hi and t.key and t.stem in finding.words | finding.numbers]
+            hits = [t for t in self.tokens if lo <= t.start < hi and t.key and t.stem in terms]
             stems = {t.stem for t in hits}
             if finding.numbers <= stems and len(stems & finding.words) >= term_overlap * len(finding.words) and hits:
                 found.append(Occurrence(self.negated(hits[0].start), self.side(hits[0].start, hits[-1].end, True)))
         return found
 
 
-def _compatible(a: str | None, b: str | None) -> bool:
-    return a is None or b is None or a == b
+def supported(claim: Finding, support: Sequence[Finding]) -> bool:
+    """Same CUI and polarity as some gold finding and, where the gold ones give sides, one of those."""
+    same = [s for s in support if s.cui == claim.cui and s.negated == claim.negated]
+    sides = {s.side for s in same if s.side}
+    return bool(same) and (claim.side is None or not sides or claim.side in sides)
 
 
 @dataclass(frozen=True)
@@ -240,14 +248,14 @@ class Verdict:
 
 
 def judge(gold: Finding, found: Sequence[Occurrence]) -> Verdict:
-    """Recalled: stated with the gold polarity and no contradicting side. Errors are judged on the
-    occurrences with the gold polarity when there are any (a report may say both)."""
+    """Recalled: stated with the gold polarity and, where both give a side, on the gold side. Errors
+    are judged on the occurrences with the gold polarity when there are any (a text may say both)."""
     if not found:
         return Verdict(False, None, None)
     same = [o for o in found if o.negated == gold.negated]
     sided = [o.side for o in (same or found) if o.side]
     laterality = None if gold.side is None or not sided else gold.side not in sided
-    return Verdict(any(_compatible(o.side, gold.side) for o in same), not same, laterality)
+    return Verdict(bool(same) and not laterality, not same, laterality)
 
 
 def _rate(flags: Sequence[bool | None]) -> float | None:
@@ -280,6 +288,14 @@ class Gold:
     from_split: bool  # features read from the reference text, not from the sample's metadata
 
 
+def _features_part(prediction: str) -> str:
+    """Where the case's features are read: after the separator when the generation has one (its
+    article part describes the disease in general, which copying the article must not turn into
+    recalled features), else the whole generation."""
+    parts = split_rationale(prediction)
+    return readable(prediction) if parts.fallback else parts.features
+
+
 def gold_of(item: ScoreInput) -> Gold:
     """Title, features and article from the sample's metadata (the rationale reader keeps them),
     else from the reference text split at the separator (``radbench score`` on RadFM's CSV)."""
@@ -291,7 +307,10 @@ def gold_of(item: ScoreInput) -> Gold:
     else:
         features = tuple(f.strip() for f in _FEATURE_BREAK.split(parts.features) if f.strip())
     articles = meta.get("articles")
-    article = " ".join(str(a) for a in articles) if isinstance(articles, list) else "" if parts.fallback else parts.article
+    if isinstance(articles, list):
+        article = " ".join(str(a) for a in articles)
+    else:
+        article = "" if parts.fallback else parts.article
     title = str(meta.get("title") or "").strip() or None
     return Gold(title, features, article, parts, not isinstance(listed, list))
 
@@ -322,12 +341,14 @@ class Rationale(Metric):
         return {
             "version": self.version,
             "diagnosis": "first stated diagnosis (non-negated concept mentions and title occurrences; those after a "
-                         "diagnostic cue first) matches the title by stemmed words or a shared CUI; _any: any stated",
+                         "conclusion phrase first) matches the title by stemmed words or a shared CUI; _any: any",
             "features": "concepts (CUI, polarity, side) when the extractor finds any, else key terms (all numbers "
-                        f"and >= {self.term_overlap} of the content-word stems in one generation sentence)",
+                        f"and >= {self.term_overlap} of the content-word stems in one sentence), read after the "
+                        "generation's separator when it has one",
             "term_overlap": self.term_overlap,
             "precision": "generation concepts supported by the title, a gold feature or the article",
-            "errors": "among gold findings the generation mentions: side disagrees (both localised) / polarity disagrees",
+            "errors": "among gold findings the generation mentions: side disagrees (both localised) / "
+                      "polarity disagrees",
             "undefined": "None, skipped by the aggregate: no title, no judgeable feature, no generation concept, "
                          "no matched finding",
             "level": "mean of per-sample values",
@@ -338,14 +359,17 @@ class Rationale(Metric):
     def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
         golds = [gold_of(item) for item in items]
         gens = [readable(item.prediction) for item in items]
-        texts = list(dict.fromkeys([*gens, *(g.title for g in golds if g.title), *(f for g in golds for f in g.features),
-                                    *(g.article for g in golds if g.article)]))
+        parts = [_features_part(item.prediction) for item in items]
+        texts = list(dict.fromkeys([*gens, *parts, *(g.title for g in golds if g.title),
+                                    *(f for g in golds for f in g.features), *(g.article for g in golds if g.article)]))
         readings = {t: Reading(t, found) for t, found in zip(texts, self._umls.extract(texts))}
         _warn_fallback(sum(g.from_split and g.parts.fallback for g in golds), len(golds),
                        "their features are read from the whole reference text")
-        return [self._score_one(readings[gen], gold, readings) for gen, gold in zip(gens, golds)]
+        return [self._score_one(readings[gen], readings[part], gold, readings)
+                for gen, part, gold in zip(gens, parts, golds)]
 
-    def _score_one(self, gen: Reading, gold: Gold, readings: dict[str, Reading]) -> dict[str, Any]:
+    def _score_one(self, gen: Reading, part: Reading, gold: Gold, readings: dict[str, Reading]) -> dict[str, Any]:
+        """``gen`` is the whole generation (diagnosis, precision); ``part`` where its features are read."""
         out: dict[str, Any] = {"_rationale_split": "fallback" if gold.parts.fallback else "separator"}
         audit: dict[str, Any] = {}
         if gold.title:
@@ -358,7 +382,7 @@ class Rationale(Metric):
         verdicts, features = [], []
         for text in gold.features:
             findings = readings[text].feature_findings()
-            judged = [judge(f, gen.occurrences(f, self.term_overlap)) for f in findings]
+            judged = [judge(f, part.occurrences(f, self.term_overlap)) for f in findings]
             verdicts += judged
             features.append({"feature": text, "rule": "concepts" if findings and findings[0].cui else
                              "terms" if findings else "unjudged",
@@ -368,8 +392,7 @@ class Rationale(Metric):
         support = [f for text in (gold.title, *gold.features, gold.article) if text
                    for f in readings[text].concept_findings()]
         claimed = {(f.cui, f.negated, f.side): f for f in gen.concept_findings()}
-        unsupported = [f for f in claimed.values() if not any(
-            s.cui == f.cui and s.negated == f.negated and _compatible(s.side, f.side) for s in support)]
+        unsupported = [f for f in claimed.values() if not supported(f, support)]
         out["feature_precision"] = 1 - len(unsupported) / len(claimed) if claimed else None
         out["laterality_error_rate"] = _rate([v.laterality_error for v in verdicts])
         out["negation_error_rate"] = _rate([v.negation_error for v in verdicts])
@@ -414,7 +437,8 @@ class RationaleText(Metric):
             todo = [i for i, r in enumerate(refs) if getattr(r, part)]
             pairs = [ScoreInput(items[i].id, getattr(preds[i], part), (getattr(refs[i], part),)) for i in todo]
             for i, bleu, rouge in zip(todo, self._bleu.score(pairs), self._rouge.score(pairs)):
-                out[i].update({f"rationale_{part}_{m}": v for m, v in {**bleu, **rouge}.items() if not m.startswith("_")})
+                values = {**bleu, **rouge}
+                out[i].update({f"rationale_{part}_{m}": values[m] for m in (*BLEU_IDS, *ROUGE_IDS)})
                 out[i]["_rationale_bleu"][part] = bleu["_bleu"]
             for i in set(range(len(items))) - set(todo):
                 out[i].update({f"rationale_{part}_{m}": None for m in (*BLEU_IDS, *ROUGE_IDS)})

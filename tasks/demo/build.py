@@ -63,12 +63,13 @@ CT_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("ct08", "test", {"region": "head", "haemorrhage": "right", "haemorrhage_mm": 15}),
     ("ct09", "test", {"region": "chest", "nodules": [["right", 25]]}),
     ("ct10", "test", {"region": "chest", "effusion": "left"}),
+    ("ct11", "test", {"region": "chest", "effusion": "left", "nodules": [["right", 15]]}),
     ("ct21", "train", {"region": "chest", "nodules": [["right", 15]]}),
     ("ct22", "train", {"region": "chest", "nodules": [["left", 20], ["left", 15]], "scans": 2}),
     ("ct23", "train", {"region": "chest", "effusion": "left"}),
     ("ct24", "train", {"region": "head", "haemorrhage": "left", "haemorrhage_mm": 25}),
     ("ct25", "train", {"region": "head", "haemorrhage": "right", "haemorrhage_mm": 20}),
-    ("ct26", "train", {"region": "chest", "effusion": "bilateral"}),
+    ("ct26", "train", {"region": "chest", "effusion": "bilateral", "nodules": [["right", 15]]}),
 ]
 # Real scans shipped in the pydicom and nibabel wheels.
 REAL_SCANS: list[tuple[str, str]] = [
@@ -84,7 +85,7 @@ MODALITY_NAMES = {"CT": "CT", "MR": "MRI", "CR": "X-ray", "DX": "X-ray"}
 
 ARTICLES = {
     "Pulmonary nodule": "A pulmonary nodule is a small round opacity in the lung, up to 3 cm across.",
-    "Pleural effusion": "A pleural effusion is fluid collecting between the visceral and parietal pleura.",
+    "Pleural effusion": "A pleural effusion is an abnormal amount of fluid between the visceral and parietal pleura.",
     "Intracranial haemorrhage": "Intracranial haemorrhage is bleeding within the skull; acute blood is hyperdense on CT.",
 }
 ARTICLE_FEATURES = {
@@ -127,46 +128,63 @@ def cxr_questions(p: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def ct_description(p: dict[str, Any]) -> dict[str, Any]:
-    """Title, findings, impression, features and VQA pairs for a CT phantom."""
+    """Title, history, findings, impression, features and VQA pairs for a CT phantom.
+
+    The rationale features state side and polarity ("Right pleural effusion.", "No pleural
+    effusion.") and chest cases may hold both findings, so the rationale metrics have sides,
+    negations and second diagnoses to check; a two-scan study says so in its history, and a large
+    nodule comes with symptoms, so some histories have no training twin (the majority baseline then
+    answers with another disease's rationale).
+    """
     scans = p.get("scans", 1)
     series = " Non-contrast and post-contrast series." if scans == 2 else ""
+    both = "Non-contrast and post-contrast CT"
     if p["region"] == "head":
         side, mm = p["haemorrhage"], p["haemorrhage_mm"]
         enh = " The lesion is brighter on the post-contrast series." if scans == 2 else ""
         return {
             "title": "Intracranial haemorrhage",
             "pat": "Sudden headache.",
-            "pre": "Non-contrast CT head.",
+            "pre": f"{both} head." if scans == 2 else "Non-contrast CT head.",
             "finding": f"A {mm} mm hyperdense lesion in the {side} cerebral hemisphere.{enh}{series}",
             "impression": f"Acute {side} intracranial haemorrhage.",
             "features": [f"Hyperdense focal lesion in the {side} cerebral hemisphere.", f"Lesion diameter about {mm} mm."],
             "vqa": [("On which side is the haemorrhage?", side), ("Is there an intracranial haemorrhage?", "yes")],
         }
-    if p.get("effusion"):
-        where = p["effusion"]
-        return {
-            "title": "Pleural effusion",
-            "pat": "Shortness of breath.",
-            "pre": "CT chest.",
-            "finding": f"Dependent fluid in the {where if where != 'bilateral' else 'left and right'} pleural space.{series}",
-            "impression": f"{where.capitalize()} pleural effusion.",
-            "features": [f"Posterior dependent fluid density in the {SIDE_WORDS[where]} pleural space.", "No lung nodule."],
-            "vqa": [("Where is the pleural effusion?", SIDE_WORDS[where]), ("Is there a lung nodule?", "no")],
-        }
-    nodules = p["nodules"]
-    sides = sorted({s for s, _ in nodules})
-    side_text = sides[0] if len(sides) == 1 else "left and right"
-    count = NUMBER_WORDS[len(nodules)]
-    largest = max(mm for _, mm in nodules)
-    plural = "nodule" if len(nodules) == 1 else "nodules"
+    effusion, nodules = p.get("effusion"), p.get("nodules", [])
+    finding, impression, features, vqa = [], [], [], []
+    if effusion:
+        where = "left and right" if effusion == "bilateral" else effusion
+        finding.append(f"Dependent fluid in the {where} pleural space.")
+        impression.append(f"{effusion.capitalize()} pleural effusion.")
+        features += [f"{effusion.capitalize()} pleural effusion.", f"Posterior dependent fluid density in the {where} pleural space."]
+        vqa.append(("Where is the pleural effusion?", SIDE_WORDS[effusion]))
+    if nodules:
+        sides = sorted({s for s, _ in nodules})
+        side_text = sides[0] if len(sides) == 1 else "left and right"
+        count = NUMBER_WORDS[len(nodules)]
+        largest = max(mm for _, mm in nodules)
+        plural = "nodule" if len(nodules) == 1 else "nodules"
+        finding.append(f"{count.capitalize()} {plural} in the {side_text} lung, the largest {largest} mm.")
+        impression.append(f"{count.capitalize()} pulmonary {plural}.")
+        features += [f"{count.capitalize()} round soft-tissue pulmonary {plural} in the {side_text} lung.", f"Largest nodule {largest} mm."]
+        vqa += [("How many lung nodules are there?", count),
+                ("Which lung contains the largest nodule?", max(nodules, key=lambda n: n[1])[0])]
+    else:
+        features.append("No lung nodule.")
+        vqa.append(("Is there a lung nodule?", "no"))
+    if not effusion:
+        finding.append("No pleural effusion.")
+        features.append("No pleural effusion.")
+    symptomatic = bool(nodules) and max(mm for _, mm in nodules) >= 25
     return {
-        "title": "Pulmonary nodule",
-        "pat": "Incidental finding.",
-        "pre": "CT chest.",
-        "finding": f"{count.capitalize()} {plural} in the {side_text} lung, the largest {largest} mm. No pleural effusion.{series}",
-        "impression": f"{count.capitalize()} pulmonary {plural}.",
-        "features": [f"{count.capitalize()} round soft-tissue {plural} in the {side_text} lung.", f"Largest nodule {largest} mm.", "No pleural effusion."],
-        "vqa": [("How many lung nodules are there?", count), ("Which lung contains the largest nodule?", max(nodules, key=lambda n: n[1])[0])],
+        "title": "Pleural effusion" if effusion else "Pulmonary nodule",
+        "pat": "Shortness of breath." if effusion else "Cough and weight loss." if symptomatic else "Incidental finding.",
+        "pre": f"{both} chest." if scans == 2 else "CT chest.",
+        "finding": " ".join(finding) + series,
+        "impression": " ".join(impression),
+        "features": features,
+        "vqa": vqa,
     }
 
 
@@ -247,7 +265,7 @@ def build() -> dict[str, str]:
                 "finding": desc["finding"],
                 "impression": desc["impression"],
                 "radiographic_features": desc["features"],
-                "articles": [desc["title"]],
+                "articles": [ARTICLES[desc["title"]]],
                 "title": desc["title"],
             }
         )
