@@ -63,7 +63,6 @@ CT_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("ct08", "test", {"region": "head", "haemorrhage": "right", "haemorrhage_mm": 15}),
     ("ct09", "test", {"region": "chest", "nodules": [["right", 25]]}),
     ("ct10", "test", {"region": "chest", "effusion": "left"}),
-    ("ct11", "test", {"region": "chest", "effusion": "left", "nodules": [["right", 15]]}),
     ("ct21", "train", {"region": "chest", "nodules": [["right", 15]]}),
     ("ct22", "train", {"region": "chest", "nodules": [["left", 20], ["left", 15]], "scans": 2}),
     ("ct23", "train", {"region": "chest", "effusion": "left"}),
