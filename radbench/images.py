@@ -19,6 +19,8 @@ import hashlib
 import importlib.util
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -48,13 +50,19 @@ def resolve(ref: ImageRef) -> Path:
     """
     if ref.path.startswith("pkg:"):
         package, _, rel = ref.path[4:].partition("/")
-        spec = importlib.util.find_spec(package)
+        try:  # only a top-level name: find_spec imports the parents of a dotted one
+            spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
         if spec is None or not spec.submodule_search_locations:
             raise SampleError(f"image {ref.path}: package {package!r} is not installed")
         for base in spec.submodule_search_locations:
-            hits = sorted(Path(base).rglob(rel)) if "/" not in rel else [Path(base) / rel]
+            hits = sorted(Path(base).rglob(rel)) if "/" not in rel else [Path(os.path.normpath(Path(base) / rel))]
             hits = [h for h in hits if h.is_file()]
             if hits:
+                if not ref.allow_outside_root and not hits[0].is_relative_to(os.path.abspath(base)):
+                    raise SampleError(f"image {ref.path}: resolves outside the package {package!r} "
+                                      "(pass --allow-outside-root)")
                 return hits[0]
         raise SampleError(f"image {ref.path}: {rel!r} not found inside package {package!r}")
     if not ref.path.strip():
@@ -596,13 +604,48 @@ def _prepare_2d(img: np.ndarray, spec: Preprocess, eight_bit: bool) -> np.ndarra
     return _normalise(_geometry(_rgb(img), spec, eight_bit), spec)
 
 
+_PREFETCHED: "OrderedDict[tuple[ImageRef, str], Prepared]" = OrderedDict()
+_PREFETCH_LOCK = threading.Lock()
+PREFETCH_BYTES = int(os.environ.get("RADBENCH_PREFETCH_BYTES", str(2 << 30)))
+
+
+def prefetch(refs: Sequence[ImageRef], spec: Preprocess) -> None:
+    """Prepare ``refs`` ahead of time (the runner calls this in a background thread for the next batch).
+
+    Results wait in a small cache that :func:`prepare` empties as it reads from it; the cache holds
+    at most ``RADBENCH_PREFETCH_BYTES`` (default 2 GiB), oldest dropped first. A reference that fails
+    is left for the adapter's own call, which reports it for its sample.
+    """
+    key_spec = spec.fingerprint()
+    for ref in refs:
+        key = (ref, key_spec)
+        with _PREFETCH_LOCK:
+            if key in _PREFETCHED:
+                continue
+        try:
+            value = _prepare(ref, spec)
+        except SampleError:
+            continue
+        with _PREFETCH_LOCK:
+            _PREFETCHED[key] = value
+            while sum(v.array.nbytes for v in _PREFETCHED.values()) > PREFETCH_BYTES and len(_PREFETCHED) > 1:
+                _PREFETCHED.popitem(last=False)
+
+
 def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
     """Read ``ref`` and apply ``spec``: the one call an adapter makes per image.
 
     Returns ``(3, S, S)`` for a 2D image; for a 3D scan, ``(3, H, W, D)`` in [0, 1] when
     ``spec.volume == "radfm"`` (then call :func:`radfm_stack` on the sample's images), else
-    ``(K, 3, S, S)``: the slices ``spec.slices`` picks, each prepared as a 2D image.
+    ``(K, 3, S, S)``: the slices ``spec.slices`` picks, each prepared as a 2D image. Served from the
+    prefetch cache when the runner prepared it already.
     """
+    with _PREFETCH_LOCK:
+        ready = _PREFETCHED.pop((ref, spec.fingerprint()), None)
+    return ready if ready is not None else _prepare(ref, spec)
+
+
+def _prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
     loaded = read(ref)
     arr = loaded.array
     eight_bit = loaded.value_range == (0.0, 255.0)

@@ -248,13 +248,24 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _prefetch(requests: list[Request]) -> None:
-    """Read the next batch's images while the current batch generates (fills the OS page cache)."""
-    for ref in {img for r in requests for img in r.images}:
+def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
+    """Load and preprocess the next batch's images while the current batch generates.
+
+    An adapter that declares its preprocessing (``spec``, an :class:`images.Preprocess`) gets its
+    images prepared ahead into :func:`images.prefetch`'s cache; for any other adapter the files are
+    read once so they sit in the OS page cache. Problems are left for the adapter's own read, which
+    reports them for their sample.
+    """
+    refs = list(dict.fromkeys(img for r in requests for img in r.images))
+    spec = getattr(adapter, "spec", None)
+    if isinstance(spec, images.Preprocess):
+        images.prefetch(refs, spec)
+        return
+    for ref in refs:
         try:
             images.resolve(ref).read_bytes()
         except (OSError, SampleError):
-            pass  # the adapter's own read reports the problem for this sample
+            pass
 
 
 def generate(
@@ -287,7 +298,7 @@ def generate(
         ahead: Future[None] | None = None
         for n, batch in enumerate(batches):
             if n + 1 < len(batches):
-                ahead = pool.submit(_prefetch, [p.requests[i] for i in batches[n + 1]])
+                ahead = pool.submit(_prefetch, p.adapter, [p.requests[i] for i in batches[n + 1]])
             t0 = time.monotonic()
             outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
             seconds = time.monotonic() - t0

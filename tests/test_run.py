@@ -172,3 +172,21 @@ def test_unusable_rows_are_counted_not_scored(tmp_path: Path) -> None:
     assert res["metrics"]["exact_match"]["n"] == 2 and res["metrics"]["exact_match"]["value"] == 0.5
     unscored = [s for s in lines(out / SCORES) if s.get("scored") is False]
     assert len(unscored) == 1 and unscored[0]["failed"] is True and "exact_match" not in unscored[0]
+
+
+def test_prefetched_images_equal_fresh_ones_and_are_used_once(monkeypatch) -> None:
+    from radbench import images
+    from radbench.tasks.demo import DemoDataset
+
+    refs = list(dict.fromkeys(img for s in DemoDataset().load("vqa", "test") for img in s.images))[:6]
+    spec = images.PRESETS["clip-224"]
+    fresh = [images.prepare(ref, spec).array for ref in refs]
+    images.prefetch(refs, spec)
+
+    def no_read(ref):
+        raise AssertionError(f"cache miss for {ref}")
+
+    monkeypatch.setattr(images, "read", no_read)
+    served = [images.prepare(ref, spec).array for ref in refs]
+    assert all((a == b).all() for a, b in zip(served, fresh))
+    assert not images._PREFETCHED  # consumed, not kept
