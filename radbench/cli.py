@@ -346,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "leaderboard":
             return cmd_leaderboard(args)
     except UsageError as exc:
-        print(f"radbench: error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes from the user's files (a CSV header or a key with a newline).
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"radbench: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("radbench: interrupted; re-run the same command to resume", file=sys.stderr)

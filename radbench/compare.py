@@ -83,6 +83,9 @@ def load_results(path: Path) -> RunData:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{file}: not JSON ({exc})") from None
+    if isinstance(data, dict) and "radbench" in data and data.get("schema_version") != results.SCHEMA_VERSION:
+        raise UsageError(f"{file}: results schema_version {data.get('schema_version')!r}, but this radbench reads "
+                         f"{results.SCHEMA_VERSION!r} (another radbench version wrote it; re-run it with this one)")
     try:
         results.validate(data)
     except jsonschema.ValidationError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def _cell(path: Path, row: int, column: str, text: str) -> str:
         raise UsageError(f"{path}: row {row}, column {column!r}: not a Python list literal: {text[:60]!r}") from None
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
         raise UsageError(f"{path}: row {row}, column {column!r}: expected a one-string list, got {text[:60]!r}")
+    if any("\ud800" <= ch <= "\udfff" for ch in value[0]):
+        raise UsageError(f"{path}: row {row}, column {column!r}: a lone surrogate escape is not text: {text[:60]!r}")
     return value[0]
 
 
@@ -68,7 +71,36 @@ def read_prediction_jsonl(path: Path) -> list[dict[str, Any]]:
         missing = [k for k in ("id", "prediction", "reference") if k not in rec]
         if missing:
             raise UsageError(f"{path}: record {number} lacks {', '.join(missing)}")
+        problem = _record_problem(rec)
+        if problem:
+            raise UsageError(f"{path}: record {number}: {problem}")
     return records
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _record_problem(rec: dict[str, Any]) -> str | None:
+    """What makes a JSONL record unusable, so no field is silently turned into other text (None, a list)."""
+    if isinstance(rec["id"], bool) or not isinstance(rec["id"], (str, int)):
+        return f"'id' must be a string or an integer, got {json.dumps(rec['id'])[:60]}"
+    if rec["prediction"] is not None and not isinstance(rec["prediction"], str):
+        return "'prediction' must be a string (or null for no answer)"
+    if not (isinstance(rec["reference"], str) or (_strings(rec["reference"]) and rec["reference"])):
+        return "'reference' must be a string or a non-empty list of strings"
+    if rec.get("options") is not None and not _strings(rec["options"]):
+        return "'options' must be a list of strings"
+    if rec.get("metadata") is not None and not isinstance(rec["metadata"], dict):
+        return "'metadata' must be an object"
+    for key in ("question", "dataset", "study_id", "patient_id"):
+        if isinstance(rec.get(key), (list, dict)):
+            return f"{key!r} must be a string"
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate escape (such as \\ud800), which is not text"
+    return None
 
 
 def score_file(path: Path, task_name: str, metrics: str | None, output: Path, seed: int) -> dict[str, Any]:

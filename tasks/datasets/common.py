@@ -33,9 +33,10 @@ class Row:
 
 
 def _undecodable(value: Any) -> bool:
-    """Whether a field (or anything nested in it) holds bytes that were not UTF-8."""
+    """Whether a field (or anything nested in it) holds bytes that were not UTF-8, or a lone surrogate
+    (a JSON escape such as ``"\\ud800"``), which is not text either and cannot be written as UTF-8."""
     if isinstance(value, str):
-        return any("\udc80" <= ch <= "\udcff" for ch in value)
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
     if isinstance(value, dict):
         return any(_undecodable(k) or _undecodable(v) for k, v in value.items())
     if isinstance(value, list):
@@ -176,7 +177,10 @@ class Source:
         message = f"{self.where(row)}: {problem}"
         if self.options.strict:
             raise UsageError(message)
-        readable = reference.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # no raw bytes downstream
+        # no raw bytes (surrogate escapes) and no lone surrogates (JSON escapes) downstream
+        lone = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" and not "\udc80" <= ch <= "\udcff" else ch
+                       for ch in reference)
+        readable = lone.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return self.sample(row, suffix, references=(readable,), metadata={"error": message})
 
 

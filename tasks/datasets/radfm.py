@@ -53,7 +53,8 @@ def load_auxiliary(role: str, path: Path) -> Any:
     """The modality list of ``modality_set.json``, or the article titles (keys of ``articles_resave.json``)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape ("\ud800") is not text
+    except (UnicodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not valid UTF-8 JSON ({exc})") from None
     if role == "modalities":
         if not isinstance(data, dict) or not isinstance(data.get("modality"), list):

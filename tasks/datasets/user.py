@@ -166,6 +166,8 @@ class UserDataset:
         except (KeyError, IndexError) as exc:
             raise UsageError(f"{self.config_path}: prompt uses {{{exc.args[0]}}}, which is neither a field nor a column "
                              f"of {src.where(row.number)}") from None
+        except ValueError as exc:  # "{0}", "{q!x}", a format spec the value does not take
+            raise UsageError(f"{self.config_path}: prompt cannot be filled in for {src.where(row.number)} ({exc})") from None
         plan = {"mode": "user", "family": "user", "source": self.config_path.name, "template": 0, "text": prompt_text,
                 "image_positions": [0] * len(images), "version": TEMPLATES_VERSION}
         ident = text(get("id")) if "id" in self.columns else ""
