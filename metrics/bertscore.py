@@ -105,9 +105,9 @@ class _Encoder:
         transformers.utils.logging.set_verbosity_error()
         self.torch = torch
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        # bert-score encodes byte-level BPE text with a leading space (``add_prefix_space``).
-        self.prefix_space = isinstance(tokenizer, (GPT2Tokenizer, RobertaTokenizer))
-        if self.prefix_space:
+        # bert-score encodes byte-level BPE text with a leading space. It passes ``add_prefix_space`` to
+        # ``encode()``, which transformers 5 ignores, so radbench sets it on the tokenizer instead.
+        if isinstance(tokenizer, (GPT2Tokenizer, RobertaTokenizer)):
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, add_prefix_space=True)
         self.tokenizer = tokenizer
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
@@ -120,10 +120,11 @@ class _Encoder:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """bert-score's ``sent_encode``: stripped text, special tokens, truncated to the model maximum."""
-        out = self.tokenizer(
-            [t.strip() for t in texts], add_special_tokens=True, truncation=True,
-            max_length=self.tokenizer.model_max_length,
-        )
+        limit = self.tokenizer.model_max_length
+        if limit > 1_000_000:  # tokenizers without a configured maximum report ~1e30, which overflows
+            limit = None
+        out = self.tokenizer([t.strip() for t in texts], add_special_tokens=True, truncation=limit is not None,
+                             max_length=limit)
         return [list(ids) for ids in out["input_ids"]]
 
     def embed(self, ids: Sequence[list[int]]) -> list[np.ndarray]:
@@ -315,7 +316,9 @@ class BertScore(Metric):
             return out
 
         values = cache.cached_json(pairs, [[item.prediction, group] for item, group in zip(items, refs)], compute)
-        return [{"bertscore_precision": p, "bertscore_recall": r, "bertscore_f1": f} for p, r, f in values]
+        # Cosines of unit vectors computed in float32 can overshoot 1 by ~1e-7; a score is at most 1.
+        return [{"bertscore_precision": min(p, 1.0), "bertscore_recall": min(r, 1.0), "bertscore_f1": min(f, 1.0)}
+                for p, r, f in values]
 
     def _idf_weights(self, references: list[str]) -> tuple[dict[int, float], float]:
         """bert-score's ``get_idf_dict`` over the references: ``log((N+1)/(df+1))``, unseen ``log(N+1)``."""

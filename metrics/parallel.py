@@ -33,9 +33,13 @@ def worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _context(preload: str) -> multiprocessing.context.BaseContext:
+    """A forkserver context whose server imports ``preload`` once, so workers fork with it loaded."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([preload])  # takes effect only when the server first starts
+    return ctx
 
 
 def chunked_map(
@@ -59,7 +63,7 @@ def chunked_map(
     n_chunks = n_workers * 4
     size = -(-len(items) // n_chunks)
     chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=_context()) as pool:
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=_context(func.__module__)) as pool:
         parts = list(pool.map(partial(func, **kwargs), chunks))
     out: list[R] = []
     for chunk, part in zip(chunks, parts):

@@ -123,3 +123,42 @@ def test_rescaling_uses_the_given_baseline_row(tmp_path: Path) -> None:
     rescaled = values(BertScore(rescale_with_baseline=True, baseline_path=str(baseline), cache=False).score(items()))
     base = np.array([0.61, 0.62, 0.63])  # row of layer 6
     np.testing.assert_allclose(rescaled, (raw - base) / (1 - base), atol=1e-7)
+
+
+def tiny_roberta(path: Path) -> Path:
+    """A randomly initialised 3-layer RoBERTa with a byte-level BPE vocabulary, saved locally."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([p + " " + " ".join(r) for p, r in PAIRS] * 3, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(path))
+    tokenizer = RobertaTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=254)
+    tokenizer.save_pretrained(str(path))
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    RobertaModel(config).save_pretrained(str(path))
+    return path
+
+
+def test_custom_roberta_encoder_matches_bert_score_arithmetic_with_a_prefix_space(tmp_path: Path) -> None:
+    from collections import defaultdict
+
+    from bert_score.utils import bert_cos_score_idf, get_model
+    from transformers import AutoTokenizer
+
+    model_dir = tiny_roberta(tmp_path)
+    metric = BertScore(model=str(model_dir), num_layers=2, cache=False)
+    ours = values(metric.score(items([(p, r[:1]) for p, r in PAIRS])))
+    # bert-score encodes byte-level BPE with a leading space; under transformers 5 its ``encode(...,
+    # add_prefix_space=True)`` is ignored, so the tokenizer is built with the option, as radbench does.
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), add_prefix_space=True)
+    assert tokenizer.encode("No")[1] != AutoTokenizer.from_pretrained(str(model_dir)).encode("No")[1]
+    idf = defaultdict(lambda: 1.0, {tokenizer.sep_token_id: 0, tokenizer.cls_token_id: 0})
+    expected = bert_cos_score_idf(get_model(str(model_dir), 2), [r[0] for _, r in PAIRS], [p for p, _ in PAIRS],
+                                  tokenizer, idf, batch_size=1, device="cpu")
+    np.testing.assert_allclose(ours, expected.numpy(), atol=2e-5)
+    assert metric.config()["label"].startswith(f"BERTScore-{model_dir.name}-L2")

@@ -129,6 +129,10 @@ def resolve_spec(backend: str, index: str | None, **kwargs: Any) -> BackendSpec:
         missing = [name for name in QUICKUMLS_FILES if not (root / name).is_dir()]
         if missing:
             raise UsageError(f"umls.index={root}: not a QuickUMLS index (missing {', '.join(missing)})")
+        language = (root / "language.flag").read_text().strip() if (root / "language.flag").is_file() else "ENG"
+        if language != "ENG":
+            raise UsageError(f"umls.index={root}: built for language {language}; radbench's stopwords and "
+                             "negation triggers are English, so only ENG indexes are supported")
         return BackendSpec("quickumls", index=str(root), **kwargs)
     _require_scispacy(kwargs.get("model", "en_core_sci_lg"))
     return BackendSpec("scispacy", **kwargs)
