@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from radbench import __version__, registry
 from radbench.errors import UsageError
 
-TABLE_METRICS = ("bleu1", "bleu4", "rougeL", "accuracy")
+TABLE_METRICS = ("bleu1", "bleu4", "rougeL", "bertscore_f1", "umls_f1", "accuracy")
 # Rationale runs get a second table: text overlap alone misses a wrong diagnosis, side or "no".
 RATIONALE_TABLE_METRICS = ("diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
                            "laterality_error_rate", "negation_error_rate")

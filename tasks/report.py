@@ -19,7 +19,9 @@ class ReportTask(Task):
     version = "2"
     description = "Radiology report generation (findings and impression)"
     default_dataset = "radbench"
-    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL")
+    # RadFM's report metrics: BLEU, ROUGE, BERTScore and UMLS concept precision/recall.
+    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "bertscore_f1",
+                       "umls_precision", "umls_recall", "umls_f1")
     default_gen_kwargs = {"max_new_tokens": 200}
 
     def question(self, sample: Sample) -> str:

@@ -14,5 +14,9 @@ class VQATask(Task):
     version = "2"
     description = "Visual question answering on 2D and 3D studies (open and closed questions)"
     default_dataset = "radbench"
-    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "accuracy")
+    # Answers are mostly a word or two: closed questions by accuracy, open ones by exact match and
+    # token recall plus text overlap. BERTScore and UMLS (RadFM also reported them for VQA) are one
+    # --metrics away; they mean little on one-word answers.
+    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "accuracy", "exact_match",
+                       "token_recall", "parse_failure_rate")
     default_gen_kwargs = {"max_new_tokens": 64}
