@@ -66,7 +66,16 @@ def read_prediction_jsonl(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
     if torn:
-        raise UsageError(f"{path}: the last line is incomplete (a crashed writer?); fix or remove it")
+        # Files from other tools often end without a newline: a last line that is a whole JSON
+        # object is taken; half an object (a crashed writer) is an error, never half-parsed.
+        last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            tail = json.loads(last.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            tail = None
+        if not isinstance(tail, dict):
+            raise UsageError(f"{path}: the last line is incomplete (a crashed writer?); fix or remove it")
+        records.append(tail)
     for number, rec in enumerate(records, start=1):
         missing = [k for k in ("id", "prediction", "reference") if k not in rec]
         if missing:

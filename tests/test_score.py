@@ -56,3 +56,14 @@ def test_score_jsonl_missing_field_is_a_one_line_error(tmp_path: Path, capsys) -
     path.write_text(json.dumps({"id": "1", "prediction": "x"}) + "\n")
     assert main(["score", str(path), "--task", "vqa", "--output", str(tmp_path / "o")]) == 2
     assert "record 1 lacks reference" in capsys.readouterr().err
+
+
+def test_jsonl_without_final_newline_is_read_but_half_a_record_is_refused(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "prediction": "yes", "reference": "yes"}) + "\n"
+                    + json.dumps({"id": "b", "prediction": "no", "reference": "yes"}))
+    res = _score(path, tmp_path / "o", task="diagnosis")
+    assert res["n_samples"] == 2 and res["metrics"]["accuracy"]["value"] == 0.5
+    path.write_text(path.read_text()[:-5])
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o2")]) == 2
+    assert "incomplete" in capsys.readouterr().err
