@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 # Set before anything imports transformers or renders the demo: tests never touch ~/.cache or a hub.
 _CACHE = Path(tempfile.mkdtemp(prefix="radbench-test-cache-"))
@@ -13,3 +16,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models are dominated by per-op overhead: one intra-op thread is ~2x faster on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

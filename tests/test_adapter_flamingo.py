@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -24,16 +23,10 @@ from radbench.models import flamingo as fl  # noqa: E402
 from radbench.models import tiny  # noqa: E402
 from radbench.tasks.demo import DemoDataset  # noqa: E402
 from radbench.tasks.vqa import VQATask  # noqa: E402
-from radbench.types import Request, Segment, Turn  # noqa: E402
+from radbench.types import Request, Turn  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models are dominated by per-op overhead: one intra-op thread is ~2x faster on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
