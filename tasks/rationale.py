@@ -20,10 +20,14 @@ class RationaleTask(Task):
     default_dataset = "radbench"
     # Text overlap over the whole rationale rewards reproducing the article; the rationale metrics
     # read it as a radiologist would (diagnosis, features, side, polarity) and per part.
-    default_metrics = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "bertscore_f1",
-                       "umls_precision", "umls_recall", "umls_f1", "diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
-                       "laterality_error_rate", "negation_error_rate", "rationale_article_rougeL",
-                       "rationale_features_rougeL", "rationale_features_bleu4", "rationale_split_fallback_rate")
+    default_metrics = (
+        "bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "bertscore_f1",
+        "umls_precision", "umls_recall", "umls_f1",
+        "diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
+        "laterality_error_rate", "negation_error_rate",
+        "rationale_article_rougeL", "rationale_features_rougeL", "rationale_features_bleu4",
+        "rationale_split_fallback_rate",
+    )
     default_gen_kwargs = {"max_new_tokens": 200}
 
     def question(self, sample: Sample) -> str:
