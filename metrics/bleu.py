@@ -17,7 +17,8 @@ method1 value). They exist for paired tests, not as the reported number.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ the metric's ``config()``, hence in ``results.json``.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from radbench.errors import UsageError
 

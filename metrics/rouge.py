@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from radbench.metrics import cache, options, parallel
 from radbench.metrics.base import Metric, ScoreInput

@@ -29,7 +29,8 @@ Arguments (``RADBENCH_METRIC_ARGS="umls.key=value,..."`` or constructor keywords
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 from radbench.metrics import cache, options, parallel
 from radbench.metrics.base import Metric, ScoreInput
@@ -70,7 +71,7 @@ class Umls(Metric):
     ids = PLAIN_IDS + NEG_IDS
     version = "1"
 
-    SCHEMA = {
+    SCHEMA: ClassVar[dict[str, Callable[[str], Any]]] = {
         "backend": str, "index": str, "threshold": float, "similarity": str, "window": int,
         "min_match_length": int, "model": str, "cache": options.parse_bool, "workers": int,
     }

@@ -27,9 +27,10 @@ import functools
 import importlib.metadata
 import types
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from radbench.errors import UsageError
 from radbench.metrics import cache
@@ -209,9 +210,9 @@ class ScispacyExtractor:
 
     def __init__(self, spec: BackendSpec, nlp: Any = None) -> None:
         if nlp is None:
+            import scispacy.abbreviation  # registers the abbreviation_detector pipe
+            import scispacy.linking  # noqa: F401  (registers the scispacy_linker pipe)
             import spacy
-            import scispacy.abbreviation  # noqa: F401  (registers the pipe)
-            import scispacy.linking  # noqa: F401  (registers the pipe)
 
             nlp = spacy.load(spec.model)
             nlp.add_pipe("abbreviation_detector")

