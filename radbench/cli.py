@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +16,8 @@ from typing import Any, Sequence
 from radbench import __version__, registry
 from radbench.errors import UsageError
 
+METRIC_ARGS_HELP = ("metric settings group.key=value,... (e.g. umls.backend=quickumls,umls.index=DIR or "
+                    "bertscore.model=DIR); see docs/metrics.md")
 TABLE_METRICS = ("bleu1", "bleu4", "rougeL", "bertscore_f1", "umls_f1", "accuracy")
 # Rationale runs get a second table: text overlap alone misses a wrong diagnosis, side or "no".
 RATIONALE_TABLE_METRICS = ("diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
@@ -46,6 +49,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="cap on requests per generate() call")
     p.add_argument("--seed", type=int, default=0, help="seed for exemplar sampling and the bootstrap")
     p.add_argument("--metrics", help="comma-separated metric ids (default: the task's)")
+    p.add_argument("--metric-args", help=METRIC_ARGS_HELP)
     p.add_argument("--output", required=True, type=Path, help="run directory; re-running resumes")
     p.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
     _add_data_args(p)
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("predictions", type=Path)
     p_score.add_argument("--task", required=True)
     p_score.add_argument("--metrics", help="comma-separated metric ids (default: the task's)")
+    p_score.add_argument("--metric-args", help=METRIC_ARGS_HELP)
     p_score.add_argument("--seed", type=int, default=0)
     p_score.add_argument("--output", required=True, type=Path)
 
@@ -194,6 +199,37 @@ def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: 
         print_results_table(rationale, f"{title}: rationale", RATIONALE_TABLE_METRICS)
 
 
+def print_metric_list(res: dict[str, Any], title: str) -> None:
+    """Every metric of one run, one per line: value, 95% CI and how many samples defined it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} (n={res['n_samples']}, failed={res['failures']['count']})")
+    for col in ("metric", "value", "95% CI", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for metric_id, m in res["metrics"].items():
+        defined = m["value"] is not None
+        table.add_row(metric_id, f"{m['value']:.4f}" if defined else "-",
+                      f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]" if defined and m["ci_low"] is not None else "-",
+                      str(m["n"]))
+    Console().print(table)
+
+
+def apply_metric_args(text: str | None) -> None:
+    """``--metric-args group.key=value,...``: the same settings as ``RADBENCH_METRIC_ARGS``, which it extends.
+
+    Metrics read their settings when they are built (in this process or, under torchrun, in every
+    rank, which inherits the environment); each setting that changes numbers is recorded in the
+    metric's configuration in ``results.json``.
+    """
+    if not text:
+        return
+    from radbench.metrics.options import ENV, parse_metric_args
+
+    parse_metric_args(text)  # a malformed entry is a one-line error before anything runs
+    os.environ[ENV] = ",".join(part for part in (os.environ.get(ENV, ""), text) if part)
+
+
 def _without_launcher(argv: Sequence[str]) -> list[str]:
     """The command line minus ``--launcher``/``--nproc``, for the ranks torchrun starts."""
     out, skip = [], False
@@ -210,6 +246,7 @@ def _without_launcher(argv: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from radbench.runner import RunConfig, run
 
+    apply_metric_args(args.metric_args)
     if args.launcher == "torchrun":
         import subprocess
 
@@ -227,7 +264,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     )
     if res is not None and not args.quiet:  # only rank 0 of a distributed run has results
-        print_results_table([(args.model, args.task, res)], f"radbench results ({args.output})")
+        print_metric_list(res, f"radbench: {args.model} on {args.task} ({args.output})")
     return 0
 
 
@@ -254,8 +291,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from radbench.rescore import score_file
 
+    apply_metric_args(args.metric_args)
     res = score_file(args.predictions, args.task, args.metrics, args.output, args.seed)
-    print_results_table([("external", args.task, res)], f"radbench scores of {args.predictions}")
+    print_metric_list(res, f"radbench scores of {args.predictions}")
     return 0
 
 
@@ -301,6 +339,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from radbench.runner import RunConfig
     from radbench.sweep import print_trend, sweep
 
+    apply_metric_args(args.metric_args)
     config = RunConfig(
         model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
         model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,

@@ -67,3 +67,18 @@ def test_jsonl_without_final_newline_is_read_but_half_a_record_is_refused(tmp_pa
     path.write_text(path.read_text()[:-5])
     assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o2")]) == 2
     assert "incomplete" in capsys.readouterr().err
+
+
+def test_metric_args_reach_the_metric_and_its_recorded_config(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "")  # restored after the test: --metric-args extends it
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "prediction": "left", "reference": "right", "options": ["left", "right"]})
+                    + "\n")
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o"),
+                 "--metric-args", "accuracy.min_similarity=0.9"]) == 0
+    res = json.loads((tmp_path / "o" / RESULTS).read_text())
+    assert res["metric_configs"]["accuracy"]["min_similarity"] == 0.9
+    assert "accuracy" in capsys.readouterr().out
+    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "")
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o2"),
+                 "--metric-args", "accuracy"]) == 2
