@@ -1,8 +1,8 @@
 """Runner overhead and data-parallel scaling.
 
 (4) ``radbench run`` wall time vs the adapter's pure ``generate()`` time, for a model that takes
-    60 ms per sample (target <= 1.05): what the harness adds around a model (data loading, prompt
-    rendering, hashing, the fsynced log, scoring with bootstrap CIs).
+    60 ms per sample, on 320 image questions (target <= 1.05): what the harness adds around a model
+    (data loading, prompt rendering, image hashing, the fsynced log, scoring with bootstrap CIs).
 (6) 2 ranks vs 1 rank on CPU under torchrun with the gloo handshake: results must be identical;
     the time ratio is reported as measured.
 """
@@ -41,10 +41,31 @@ class SleepAdapter(Adapter):
         return "sleep-adapter"
 
 
+def user_dataset(folder: Path, n: int) -> Path:
+    """A VQA folder of ``n`` image questions (demo radiographs), large enough that fixed costs amortise."""
+    import json
+    import shutil
+
+    from radbench.tasks.demo import image_root
+
+    (folder / "images").mkdir(parents=True)
+    sources = sorted((image_root() / "images").glob("cxr*.png"))[:8]
+    for src in sources:
+        shutil.copy(src, folder / "images" / src.name)
+    rows = [{"id": f"q{i:04d}", "image": f"images/{sources[i % len(sources)].name}",
+             "question": f"Is there a pleural effusion? (item {i})", "answer": "yes" if i % 3 else "no"}
+            for i in range(n)]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "radbench.yaml").write_text("task: vqa\ndata: test.jsonl\ncolumns: {id: id, question: question, "
+                                          "answer: answer, image: image}\n")
+    return folder
+
+
 def runner_overhead(tmp: Path) -> None:
     from radbench import runner
 
-    config = runner.RunConfig(model="benchmarks.bench_runner:SleepAdapter", task="vqa", dataset="demo",
+    data = user_dataset(tmp / "data", 320)
+    config = runner.RunConfig(model="benchmarks.bench_runner:SleepAdapter", task="vqa", dataset=str(data),
                               output=tmp / "overhead", quiet=True)
     world = runner.distributed.current_world()
     plan = runner.plan(config, world)
