@@ -1,13 +1,13 @@
 """Metric speed, as three ratios measured in one run on one machine.
 
-(7) BLEU-1..4 + ROUGE-1/2/L on 10,000 report pairs: radbench's metrics (cold disk cache, values
+(1) BLEU-1..4 + ROUGE-1/2/L on 10,000 report pairs: radbench's metrics (cold disk cache, values
     identical to the references) vs calling nltk's ``corpus_bleu`` and rouge-score's ``RougeScorer``
     directly in one process. Target <= 0.6.
-(8) The whole report suite (BLEU, ROUGE, BERTScore, UMLS) through ``radbench score`` on a second
+(2) The whole report suite (BLEU, ROUGE, BERTScore, UMLS) through ``radbench score`` on a second
     model's predictions vs the first model's, same references, each in a fresh process. The HPO
     index is built before timing, so the ratio shows what the caches reuse, not the one-off build.
     Target <= 0.6.
-(9) BERTScore pairs/s: radbench (cache off, encoder loaded) vs ``bert_score.BERTScorer.score`` on the
+(5) BERTScore pairs/s: radbench (cache off, encoder loaded) vs ``bert_score.BERTScorer.score`` on the
     same MiniLM encoder and layer (loaded), default batch size. Target >= 1.0.
 
 Run: ``.venv/bin/python benchmarks/bench_metrics.py [--pairs 10000] [--suite-pairs 2000] [--bert-pairs 500]``.
@@ -114,7 +114,7 @@ def text_metrics(n: int, runs: int, tmp: Path) -> None:
     baseline()
     t_base, t_ours = fastest(runs, baseline, ours)
     ratio = t_ours / t_base
-    report("(7) BLEU+ROUGE radbench / nltk+rouge_score", ratio, "<= 0.6", ratio <= 0.6,
+    report("(1) BLEU+ROUGE radbench / nltk+rouge_score", ratio, "<= 0.6", ratio <= 0.6,
            f"{n} pairs, best of {runs}: radbench {t_ours:.2f}s (cold disk cache), nltk+rouge_score {t_base:.2f}s")
 
 
@@ -141,7 +141,7 @@ def suite(n: int, runs: int, tmp: Path) -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             best[name] = min(best[name], time.perf_counter() - t0)
     ratio = best["second"] / best["first"]
-    report("(8) whole suite, second model / first", ratio, "<= 0.6", ratio <= 0.6,
+    report("(2) whole suite, second model / first", ratio, "<= 0.6", ratio <= 0.6,
            f"{n} report pairs, radbench score in fresh processes, best of {runs}: first {best['first']:.1f}s, "
            f"second {best['second']:.1f}s (same references; HPO index prebuilt)")
 
@@ -165,7 +165,7 @@ def bertscore_speed(n: int, runs: int) -> None:
     ratio = (n / t_ours) / (n / t_theirs)
     f_theirs = out["theirs"][2].numpy()  # type: ignore[index]
     f_ours = np.array([r["bertscore_f1"] for r in out["ours"]])  # type: ignore[union-attr]
-    report("(9) BERTScore pairs/s radbench / bert_score", ratio, ">= 1.0", ratio >= 1.0,
+    report("(5) BERTScore pairs/s radbench / bert_score", ratio, ">= 1.0", ratio >= 1.0,
            f"{n} pairs, MiniLM L6, best of {runs}: radbench {n / t_ours:.1f} pairs/s, bert_score {n / t_theirs:.1f} "
            f"pairs/s; mean |F1 diff| {np.abs(f_ours - f_theirs).mean():.2e} (bert_score's batch padding quirk)")
 
