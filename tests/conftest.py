@@ -27,3 +27,23 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def refuse_download(*args: object, **kwargs: object) -> None:
+    """Stands in for every download entry point: an offline harness must never call one."""
+    raise AssertionError("tried to download")
+
+
+@pytest.fixture(scope="module")
+def hpo_index() -> Iterator[Path]:
+    """The HPO QuickUMLS index (built once per session, then found in the session cache), with
+    spaCy's and nltk's downloaders made to fail while a module uses it."""
+    import nltk
+    import spacy.cli
+
+    from radbench.metrics.umls import hpo
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(spacy.cli, "download", refuse_download)
+        mp.setattr(nltk, "download", refuse_download)
+        yield hpo.ensure_hpo_index()

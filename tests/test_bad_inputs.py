@@ -33,7 +33,7 @@ from radbench.runner import RunConfig, run
 from radbench.store import PREDICTIONS, RESULTS, SCORES
 from radbench.types import ImageRef
 from tests.conftest import TESTS
-from tests.support.data_roots import AUTHORS, build_radfm_root, image_root_arg, png, write_csv
+from tests.support.data_roots import build_radfm_root, image_root_arg, png, write_csv
 
 ROOT = TESTS.parent
 ECHO = "tests.support.adapters:EchoAdapter"

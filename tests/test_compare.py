@@ -15,6 +15,7 @@ from radbench.cli import main
 from radbench.leaderboard import schemas
 from radbench.runner import RunConfig, run
 from radbench.stats import cluster_draws
+from tests.support.runs import copy_run_with
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _edit_results(src: Path, dst: Path, edit: Any) -> Path:
-    shutil.copytree(src, dst)
-    data = json.loads((dst / "results.json").read_text())
-    edit(data)
-    (dst / "results.json").write_text(json.dumps(data))
-    return dst
 
 
 def test_identical_rerun_exits_0_with_zero_differences(runs: dict[str, Path], tmp_path: Path,
@@ -89,7 +84,7 @@ def test_min_effect_tolerates_a_significant_but_small_drop(runs: dict[str, Path]
 )
 def test_incomparable_runs_exit_2_naming_the_difference(runs: dict[str, Path], tmp_path: Path, edit: Any,
                                                         named: str, capsys: pytest.CaptureFixture[str]) -> None:
-    other = _edit_results(runs["rerun"], tmp_path / "other", edit)
+    other = copy_run_with(runs["rerun"], tmp_path / "other", edit)
     md = tmp_path / "summary.md"
     code = main(["compare", str(runs["retrieval-report"]), str(other), "--fail-on-regression", "--markdown", str(md)])
     err = capsys.readouterr().err
@@ -99,7 +94,7 @@ def test_incomparable_runs_exit_2_naming_the_difference(runs: dict[str, Path], t
 
 
 def test_metric_config_of_an_uncompared_metric_does_not_block(runs: dict[str, Path], tmp_path: Path) -> None:
-    other = _edit_results(runs["rerun"], tmp_path / "other",
+    other = copy_run_with(runs["rerun"], tmp_path / "other",
                           lambda r: r["metric_configs"]["rouge"].update(use_stemmer=False))
     assert main(["compare", str(runs["retrieval-report"]), str(other), "--metrics", "bleu4"]) == 0
     assert main(["compare", str(runs["retrieval-report"]), str(other)]) == 2
@@ -173,7 +168,7 @@ def test_only_shared_samples_are_paired(runs: dict[str, Path], tmp_path: Path) -
 
 
 def test_markdown_escapes_untrusted_text(runs: dict[str, Path], tmp_path: Path) -> None:
-    evil = _edit_results(runs["rerun"], tmp_path / "evil",
+    evil = copy_run_with(runs["rerun"], tmp_path / "evil",
                          lambda r: r["model"].update(name="<script>alert(1)</script> | `x` [l](javascript:x)"))
     text = compare.to_markdown(compare.compare_paths(runs["retrieval-report"], evil))
     assert "<script>" not in text and "&lt;script&gt;" in text

@@ -107,7 +107,7 @@ def test_dicom_applies_rescale_and_reports_truncated_pixel_data() -> None:
 
 def test_dicom_series_orders_by_position_then_instance_number_with_per_slice_rescale(tmp_path: Path) -> None:
     # File names, instance numbers and positions all disagree: the position must win.
-    folder = _series(tmp_path / "ct", [
+    _series(tmp_path / "ct", [
         {"name": "a.dcm", "z": 30.0, "n": 1, "value": 3},
         {"name": "b.dcm", "z": -10.0, "n": 3, "value": 1, "intercept": -100},
         {"name": "c.dcm", "z": 10.0, "n": 2, "value": 2},

@@ -16,6 +16,7 @@ import pytest
 from radbench.cli import main
 from radbench.leaderboard import html, schemas
 from radbench.runner import RunConfig, run
+from tests.support.runs import copy_run_with
 
 EVIL = "<script>alert(1)</script>"
 
@@ -30,12 +31,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _copy_with(src: Path, dst: Path, edit: Any) -> Path:
-    shutil.copytree(src, dst)
-    data = json.loads((dst / "results.json").read_text())
-    edit(data)
-    (dst / "results.json").write_text(json.dumps(data))
-    return dst
 
 
 def _build(*args: str) -> int:
@@ -88,7 +83,7 @@ def test_report_group_ranks_every_metric(runs: Path, tmp_path: Path) -> None:
 )
 def test_incomparable_runs_are_refused_unless_allow_mixed(runs: Path, tmp_path: Path, edit: Any, named: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    other = _copy_with(runs / "majority-diagnosis", tmp_path / "other", edit)
+    other = copy_run_with(runs / "majority-diagnosis", tmp_path / "other", edit)
     args = [str(runs / "retrieval-diagnosis"), str(other), "--output", str(tmp_path / "lb.json")]
     assert _build(*args) == 2
     err = capsys.readouterr().err
@@ -103,9 +98,9 @@ def test_incomparable_runs_are_refused_unless_allow_mixed(runs: Path, tmp_path: 
 
 
 def test_training_data_provenance_is_flagged(runs: Path, tmp_path: Path) -> None:
-    seen = _copy_with(runs / "majority-diagnosis", tmp_path / "seen",
+    seen = copy_run_with(runs / "majority-diagnosis", tmp_path / "seen",
                       lambda r: r["model"].update(trained_on="mimic,demo"))
-    clean = _copy_with(runs / "retrieval-diagnosis", tmp_path / "clean", lambda r: r["model"].update(trained_on="none"))
+    clean = copy_run_with(runs / "retrieval-diagnosis", tmp_path / "clean", lambda r: r["model"].update(trained_on="none"))
     assert _build(str(seen), str(clean), "--output", str(tmp_path / "lb.json")) == 0
     (group,) = json.loads((tmp_path / "lb.json").read_text())["groups"]
     flags = {e["model"]["name"]: e["trained_on_dataset"] for e in group["entries"]}
@@ -126,7 +121,7 @@ def test_build_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def evil_page(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A leaderboard whose strings are hostile, rendered to a page in another folder than the JSON."""
     root = tmp_path_factory.mktemp("evil")
-    _copy_with(runs / "majority-diagnosis", root / "runs" / "evil\"'<b>", lambda r: r["model"].update(
+    copy_run_with(runs / "majority-diagnosis", root / "runs" / "evil\"'<b>", lambda r: r["model"].update(
         name=EVIL, version='1" onmouseover="alert(2)', fingerprint="</td></tr></table><img src=x onerror=alert(3)>"))
     shutil.copytree(runs / "retrieval-diagnosis", root / "runs" / "javascript:alert(4)")
     board = root / "data" / "leaderboard.json"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from radbench.metrics.base import ScoreInput
 from radbench.metrics.bleu import Bleu
 from radbench.metrics.rationale import CONCEPT_IDS, Rationale, RationaleText, split_rationale
 from radbench.metrics.rouge import Rouge
-from radbench.metrics.umls import hpo
 from radbench.runner import load_task
 from radbench.tasks.datasets.radfm_files import RATIONALE_SEPARATOR as SEP
 
@@ -22,21 +22,9 @@ ARTICLE = "A pleural effusion is an abnormal amount of fluid between the viscera
 FEATURES = ["Right pleural effusion.", "Meniscus at the right costophrenic angle.", "No pneumothorax."]
 
 
-def _offline_guard(*args: object, **kwargs: object) -> None:
-    raise AssertionError("tried to download")
-
-
 @pytest.fixture(scope="module")
-def metric() -> Iterator[Rationale]:
-    """The HPO index is built once per session (the umls tests share it through the session cache)."""
-    import nltk
-    import spacy.cli
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(spacy.cli, "download", _offline_guard)
-        mp.setattr(nltk, "download", _offline_guard)
-        hpo.ensure_hpo_index()
-        yield Rationale(cache=False)
+def metric(hpo_index: Path) -> Rationale:
+    return Rationale(cache=False)
 
 
 def radfm_reference(articles: list[str], features: list[str]) -> str:

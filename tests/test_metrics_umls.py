@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,26 +12,16 @@ from radbench.errors import UsageError
 from radbench.metrics import parallel
 from radbench.metrics.base import ScoreInput
 from radbench.metrics.umls import Umls, extractors, hpo, negation, set_scores
+from tests.conftest import refuse_download
 
 TARGET = "No pneumothorax. Mild cardiomegaly with bilateral pleural effusions."
 PNEUMOTHORAX, CARDIOMEGALY, PLEURAL_EFFUSION = "C0032326", "C0018800", "C0032227"
 MILD, BILATERAL = "C1513302", "C0238767"  # HPO "Clinical modifier" terms, outside HP:0000118
 
 
-def _offline_guard(*args: object, **kwargs: object) -> None:
-    raise AssertionError("tried to download")
-
-
 @pytest.fixture(scope="module")
-def index() -> Iterator[Path]:
-    """The HPO index, built once per test session (later modules find it in the session cache)."""
-    import nltk
-    import spacy.cli
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(spacy.cli, "download", _offline_guard)
-        mp.setattr(nltk, "download", _offline_guard)
-        yield hpo.ensure_hpo_index()
+def index(hpo_index: Path) -> Path:
+    return hpo_index
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +109,8 @@ def test_negation_triggers_and_scopes(text: str, negated: list[str]) -> None:
 def test_quickumls_never_downloads_and_uses_the_shipped_stopwords(index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nltk
 
-    monkeypatch.setattr(nltk, "download", _offline_guard)
-    monkeypatch.setattr(nltk.corpus, "stopwords", types.SimpleNamespace(words=_offline_guard))
+    monkeypatch.setattr(nltk, "download", refuse_download)
+    monkeypatch.setattr(nltk.corpus, "stopwords", types.SimpleNamespace(words=refuse_download))
     spec = extractors.BackendSpec("hpo", index=str(index / "quickumls"), semtypes="all")
     extractor = extractors.QuickUmlsExtractor(spec)
     assert "the" in extractor.matcher._stopwords and len(extractor.matcher._stopwords) >= 179
