@@ -132,22 +132,27 @@ def _entry(run: RunData, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _rank(entries: list[dict[str, Any]], metric_id: str) -> None:
+def _rank(entries: list[dict[str, Any]], metric_id: str, higher_is_better: bool = True) -> None:
     """Competition rank by value, and a rank range from non-overlapping marginal 95% intervals.
 
-    ``rank_range`` [best, worst]: best is 1 + the entries whose interval lies wholly above this one,
-    worst is the count minus those wholly below. It is conservative and unpaired; ``radbench
-    compare`` gives the paired test for any two entries.
+    ``rank_range`` [best, worst]: best is 1 + the entries whose interval lies wholly on the better
+    side of this one, worst is the count minus those wholly on the worse side. It is conservative
+    and unpaired; ``radbench compare`` gives the paired test for any two entries. Error rates
+    (``lower_is_better`` in the metric's configuration) rank the smallest value first.
     """
+    sign = 1.0 if higher_is_better else -1.0
     rows = [e["metrics"][metric_id] for e in entries if e["metrics"].get(metric_id, {}).get("value") is not None]
     for row in rows:
-        row["rank"] = 1 + sum(other["value"] > row["value"] for other in rows)
+        row["rank"] = 1 + sum(sign * other["value"] > sign * row["value"] for other in rows)
         if row["ci_low"] is None or row["ci_high"] is None:
             row["rank_range"] = [1, len(rows)]
             continue
-        above = sum(o["ci_low"] is not None and o["ci_low"] > row["ci_high"] for o in rows)
-        below = sum(o["ci_high"] is not None and o["ci_high"] < row["ci_low"] for o in rows)
-        row["rank_range"] = [1 + above, len(rows) - below]
+        low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+        bounds = [sorted((sign * o["ci_low"], sign * o["ci_high"])) for o in rows if o["ci_low"] is not None
+                  and o["ci_high"] is not None]
+        better = sum(b_low > high for b_low, _ in bounds)
+        worse = sum(b_high < low for _, b_high in bounds)
+        row["rank_range"] = [1 + better, len(rows) - worse]
 
 
 def _metric_order(task: str, present: set[str]) -> list[str]:
@@ -168,13 +173,15 @@ def _group(index: int, group: _Group, out_dir: Path) -> dict[str, Any]:
         for name, cfg in run.results["metric_configs"].items():
             configs.setdefault(name, cfg)
     entries = [_entry(run, out_dir) for run in group.runs]
+    lower = {m for cfg in configs.values() for m in cfg.get("lower_is_better", [])}
     for metric_id in metrics:
-        _rank(entries, metric_id)
+        _rank(entries, metric_id, higher_is_better=metric_id not in lower)
     primary = metrics[0] if metrics else None
+    sign = -1.0 if primary in lower else 1.0
 
     def order(entry: dict[str, Any]) -> tuple[Any, ...]:
         row = entry["metrics"].get(primary or "", {})
-        return (row.get("value") is None, -(row.get("value") or 0.0), entry["model"]["name"])
+        return (row.get("value") is None, -sign * (row.get("value") or 0.0), entry["model"]["name"])
 
     entries.sort(key=order)
     dataset = first["dataset"]

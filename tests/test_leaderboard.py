@@ -159,3 +159,22 @@ def test_chart_has_a_bar_and_whisker_per_entry(runs: Path, tmp_path: Path) -> No
     board = json.loads((tmp_path / "lb.json").read_text())
     svg = html.chart("accuracy", board["groups"][0]["entries"])
     assert svg.count('class="b"') == 2 and svg.count('class="w"') == 6  # a line and two caps each
+
+
+def test_error_rates_rank_the_smallest_first(tmp_path: Path) -> None:
+    from radbench.leaderboard import build as build_mod
+
+    entries = [{"metrics": {"negation_error_rate": {"value": v, "ci_low": v - 0.01, "ci_high": v + 0.01}}}
+               for v in (0.30, 0.10, 0.20)]
+    build_mod._rank(entries, "negation_error_rate", higher_is_better=False)
+    assert [e["metrics"]["negation_error_rate"]["rank"] for e in entries] == [3, 1, 2]
+    assert [e["metrics"]["negation_error_rate"]["rank_range"] for e in entries] == [[3, 3], [1, 1], [2, 2]]
+    dirs = []
+    for model in ("majority", "retrieval"):
+        dirs.append(tmp_path / model)
+        run(RunConfig(model=model, task="rationale", dataset="demo", output=dirs[-1], quiet=True,
+                      metrics="negation_error_rate,diagnosis_hit"))
+    board = build_mod.build(dirs, tmp_path / "lb.json")
+    rows = {e["model"]["name"]: e["metrics"]["negation_error_rate"] for e in board["groups"][0]["entries"]}
+    best = min(rows, key=lambda name: rows[name]["value"])
+    assert rows[best]["rank"] == 1
