@@ -19,7 +19,6 @@ RadFM's prompt files are never copied into radbench: they are read from the user
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal, Sequence
 
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions, failed_row
+from radbench.tasks.datasets.common import parse_json
 from radbench.types import Sample, stable_hash
 
 # Changing any own template or assembly rule changes prompts: bump it (it is in every prompt plan).
@@ -131,11 +131,10 @@ class PromptLibrary:
                     f"(use --prompts {RADBENCH_ONLY} for radbench's own templates)"
                 )
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                raw = path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 raise UsageError(f"{path}: not UTF-8 text") from None
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+            data = parse_json(raw, path)
             items = data.get(family.radfm_key) if isinstance(data, dict) else None
             if not isinstance(items, list) or not items or not all(isinstance(t, str) and t for t in items):
                 raise UsageError(f"{path}: expected a non-empty list of strings under {family.radfm_key!r}")

@@ -44,6 +44,14 @@ def _undecodable(value: Any) -> bool:
     return False
 
 
+def parse_json(text: str, path: Path) -> Any:
+    """JSON from ``text``; malformed JSON is a one-line error naming the file, line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
 def _decode(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -74,10 +82,7 @@ def read_rows(path: Path, required: Sequence[str] = ()) -> Iterator[Row]:
                 continue
             yield _record_row(number, value, required)
     elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        data = parse_json(text, path)
         if not isinstance(data, list):
             raise UsageError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
         for number, value in enumerate(data, start=1):

@@ -16,7 +16,6 @@ silently changes an evaluation.
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from radbench.errors import UsageError
 from radbench.images import parse_window
 from radbench.tasks.base import DataOptions
-from radbench.tasks.datasets.common import Row, Source, read_rows, text
+from radbench.tasks.datasets.common import Row, Source, parse_json, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
 from radbench.tasks.templates import TEMPLATES_VERSION
 from radbench.types import ImageKind, Sample
@@ -43,10 +42,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
     if path.suffix == ".json":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        data = parse_json(raw, path)
     else:
         import yaml
 
