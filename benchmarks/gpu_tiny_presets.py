@@ -6,6 +6,14 @@ much batching buys (throughput ratio bs=8 / bs=1, same requests, same machine). 
 whether bs=8 reproduced the bs=1 tokens: exact in fp32 on the CPU (the tests assert it), while
 bf16 kernels may legitimately pick different tie-breaks, so here it is reported, not required.
 
+Then it splits each preset layer by layer across devices, as ``--model-args device_map=auto`` /
+``gpus_per_replica=K`` does with released weights, and reports whether the split model decoded the
+unsplit model's tokens. With two or more GPUs the layers alternate between ``cuda:0`` and
+``cuda:1`` (same kernels, so the tokens should be identical); with one GPU they alternate between
+the CPU and ``cuda:0``, which still crosses a real device boundary at every layer (the tokens may
+differ there: CPU and CUDA bf16 kernels round differently). The test suite checks the same split
+on the CPU with a fake second device (``tests/test_model_parallel.py``); only this checks CUDA.
+
 Without CUDA it falls back to fp32 on the CPU so the script stays runnable anywhere. Usage::
 
     python benchmarks/gpu_tiny_presets.py [--requests 32] [--max-new-tokens 16]
@@ -79,7 +87,46 @@ def main() -> int:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+    for name in (*MODELS, "llava-med", "medvint"):
+        split_check(name, requests[:8], device, dtype)
     return 0
+
+
+def split_check(name: str, requests: list, device: str, dtype: str) -> None:
+    """The preset split layer by layer over two devices vs the same preset on one."""
+    import torch
+
+    from radbench import registry
+    from radbench.models import hf
+
+    cls = registry.get("models", name)
+    requests = [r for r in requests if r.images] if "flamingo" in name else requests
+    whole = cls.from_args(preset="tiny-random", dtype=dtype, device=device).generate(requests)
+    split = cls.from_args(preset="tiny-random", dtype=dtype, device="cpu")
+    if torch.cuda.device_count() >= 2:
+        first, second = torch.device("cuda", 0), torch.device("cuda", 1)
+    elif torch.cuda.is_available():
+        first, second = torch.device("cpu"), torch.device("cuda", 0)
+    else:
+        first = second = torch.device("cpu")
+    model, path, _ = split.split_points()
+    sizes = [hf.tensor_bytes(layer) for layer in model.get_submodule(path)]
+    parts = 8 * len(sizes)  # one layer per part; even layers on the second device
+    devices = [first] * parts
+    for index, part in enumerate(hf.split_layers(hf.tensor_bytes(model) - sum(sizes), sizes, parts)):
+        if index % 2 == 0:
+            devices[part] = second
+    split.spread(devices, free_bytes=None)
+    start = time.perf_counter()
+    out = split.generate(requests)
+    seconds = time.perf_counter() - start
+    same = sum(a == b for a, b in zip(out, whole))
+    mixed = first.type != second.type  # CPU and CUDA kernels: identical tokens are not expected
+    crossing = "every layer crosses a device boundary" if first != second else "hooks only (one device)"
+    report(f"{name} tiny-random {dtype} split over {first} and {second}: requests decoded as unsplit",
+           same / len(requests), "1.0 (reported only for CPU+GPU)", same == len(requests) or mixed,
+           f"{same}/{len(requests)} identical; {crossing}; {seconds:.1f}s",
+           model=name, devices=[str(first), str(second)], dtype=dtype, identical=same, n=len(requests))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ class Adapter:
     version: str = "1"
     max_batch_size: int = 1
     # True when from_args accepts ``device_map=auto`` and ``gpus=0,1,...`` (one replica over several
-    # GPUs, from ``--model-args gpus_per_replica=K``); no built-in adapter does yet.
+    # GPUs, from ``--model-args gpus_per_replica=K``): the released-checkpoint adapters do.
     supports_device_map: bool = False
 
     @classmethod

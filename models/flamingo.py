@@ -515,8 +515,8 @@ def medflamingo_answer(text: str, task: str) -> str:
 # The adapters
 # ---------------------------------------------------------------------------------------------
 
-ARGS = ("checkpoint", "lm_path", "vision_path", "dtype", "device", "preset", "seed", "batch_size",
-        "full_fingerprint", "legacy_media_attention")
+ARGS = ("checkpoint", "lm_path", "vision_path", "dtype", "device", "device_map", "gpus", "preset", "seed",
+        "batch_size", "full_fingerprint", "legacy_media_attention")
 
 
 class FlamingoAdapter(hf.CheckpointAdapter):
@@ -552,7 +552,8 @@ class FlamingoAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "FlamingoAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device = hf.parse_device(cls.name, model_args.get("device"))
+        devices = hf.parse_placement(cls.name, model_args)
+        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 8)
         legacy = hf.parse_bool(cls.name, "legacy_media_attention", model_args.get("legacy_media_attention"),
                                cls.legacy_default)
@@ -561,8 +562,15 @@ class FlamingoAdapter(hf.CheckpointAdapter):
         if preset:
             if preset != "tiny-random":
                 raise UsageError(f"model {cls.name!r}: preset={preset!r} is unknown (the only preset is tiny-random)")
-            return cls.tiny_random(device=device, dtype=dtype, legacy=legacy, max_batch_size=batch, seed=seed)
-        return cls.from_checkpoint(model_args, device, dtype, legacy, batch)
+            adapter = cls.tiny_random(device=device, dtype=dtype, legacy=legacy, max_batch_size=batch, seed=seed)
+            return adapter.spread(devices)
+        return cls.from_checkpoint(model_args, device, dtype, legacy, batch).spread(devices)
+
+    def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+        # The gated cross-attention blocks live inside the wrapped decoder layers, so they move with
+        # them; accelerate's hooks on their submodules bring the media to the layer's GPU.
+        layers_attr, _ = LM_LAYOUTS[self.model.lang_encoder.config.model_type]
+        return self.model, f"lang_encoder.{layers_attr}", self.model.lang_encoder
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,

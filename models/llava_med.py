@@ -64,7 +64,8 @@ from radbench.types import ImageRef, Request, Turn
 IMAGE_TOKEN = "<image>"
 DEFAULT_MAX_NEW_TOKENS = 1024  # model_vqa.py
 EOS_ID = 2
-ARGS = ("checkpoint", "vision_path", "dtype", "device", "preset", "seed", "batch_size", "slices", "full_fingerprint")
+ARGS = ("checkpoint", "vision_path", "dtype", "device", "device_map", "gpus", "preset", "seed", "batch_size", "slices",
+        "full_fingerprint")
 # Checkpoint keys with no counterpart in LlavaForConditionalGeneration, dropped silently: CLIP's
 # position_ids buffer (saved by transformers 4.36) and rotary caches.
 STALE_KEYS = (r".*position_ids$", r".*rotary_emb\.inv_freq$")
@@ -246,7 +247,8 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "LlavaMedAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device = hf.parse_device(cls.name, model_args.get("device"))
+        devices = hf.parse_placement(cls.name, model_args)
+        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
         preset = model_args.get("preset")
         if preset:
@@ -254,10 +256,13 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
                 raise UsageError(f"model 'llava-med': preset={preset!r} is unknown (the only preset is tiny-random)")
             seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
             return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed,
-                                   slices=model_args.get("slices", "middle"))
+                                   slices=model_args.get("slices", "middle")).spread(devices)
         if "seed" in model_args:
             raise UsageError("model 'llava-med': seed= applies only to preset=tiny-random")
-        return cls.from_checkpoint(model_args, device, dtype, batch)
+        return cls.from_checkpoint(model_args, device, dtype, batch).spread(devices)
+
+    def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+        return self.model, "model.language_model.layers", self.model
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,

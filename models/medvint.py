@@ -59,8 +59,8 @@ DEFAULT_MAX_NEW_TOKENS = 50  # generate_long_sentence
 EOS_IDS = (1, 2)  # trained with eos_token_id=1 appended; 2 is LLaMA's own
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LM_PREFIX = "llamacasual.base_model.model."
-ARGS = ("checkpoint", "tokenizer_path", "heads", "lora_alpha", "mode", "dtype", "device", "preset", "seed",
-        "batch_size", "slices", "full_fingerprint")
+ARGS = ("checkpoint", "tokenizer_path", "heads", "lora_alpha", "mode", "dtype", "device", "device_map", "gpus",
+        "preset", "seed", "batch_size", "slices", "full_fingerprint")
 # Saved by transformers 4.28 as buffers; recomputed by today's LlamaRotaryEmbedding.
 STALE_KEYS = (r".*rotary_emb\.inv_freq$",)
 
@@ -354,7 +354,8 @@ class MedVInTAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "MedVInTAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device = hf.parse_device(cls.name, model_args.get("device"))
+        devices = hf.parse_placement(cls.name, model_args)
+        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
         mode = model_args.get("mode", "auto")
         if mode not in ("auto", "open"):
@@ -365,10 +366,13 @@ class MedVInTAdapter(hf.CheckpointAdapter):
                 raise UsageError(f"model 'medvint': preset={preset!r} is unknown (the only preset is tiny-random)")
             seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
             return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed, mode=mode,
-                                   slices=model_args.get("slices", "middle"))
+                                   slices=model_args.get("slices", "middle")).spread(devices)
         if "seed" in model_args:
             raise UsageError("model 'medvint': seed= applies only to preset=tiny-random")
-        return cls.from_checkpoint(model_args, device, dtype, batch, mode)
+        return cls.from_checkpoint(model_args, device, dtype, batch, mode).spread(devices)
+
+    def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+        return self.model, "lm.model.layers", self.model.lm
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,

@@ -312,7 +312,8 @@ def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Ten
 # The adapter
 # ---------------------------------------------------------------------------------------------
 
-ARGS = ("checkpoint", "lm_path", "dtype", "device", "preset", "seed", "batch_size", "full_fingerprint")
+ARGS = ("checkpoint", "lm_path", "dtype", "device", "device_map", "gpus", "preset", "seed", "batch_size",
+        "full_fingerprint")
 
 
 class RadFMAdapter(hf.CheckpointAdapter):
@@ -338,15 +339,19 @@ class RadFMAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "RadFMAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device = hf.parse_device(cls.name, model_args.get("device"))
+        devices = hf.parse_placement(cls.name, model_args)
+        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
         seed = hf.tiny_seed(cls.name, model_args)
         preset = model_args.get("preset")
         if preset:
             if preset != "tiny-random":
                 raise UsageError(f"model 'radfm': preset={preset!r} is unknown (the only preset is tiny-random)")
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed)
-        return cls.from_checkpoint(model_args, device, dtype, batch)
+            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed).spread(devices)
+        return cls.from_checkpoint(model_args, device, dtype, batch).spread(devices)
+
+    def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+        return self.model, "lang_model.model.layers", self.model.lang_model
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,

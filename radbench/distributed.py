@@ -141,12 +141,22 @@ def part_files(output: Path) -> list[Path]:
     return sorted((output / PARTS).glob("predictions.*.jsonl")) if (output / PARTS).is_dir() else []
 
 
-def check_gpus(world: World, gpus_per_replica: int) -> list[int]:
-    """The GPU indices this replica owns; ranks x K must fit the node's GPUs."""
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
     import torch
 
-    available = torch.cuda.device_count()
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world.size)))
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def ranks_per_node(world: World) -> int:
+    """Ranks sharing this node's GPUs (torchrun's ``LOCAL_WORLD_SIZE``; the world size without it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", str(world.size)))
+
+
+def check_gpus(world: World, gpus_per_replica: int) -> list[int]:
+    """The GPU indices this replica owns; ranks x K must fit the node's GPUs."""
+    available = gpu_count()
+    per_node = ranks_per_node(world)
     if per_node * gpus_per_replica > available:
         raise UsageError(
             f"{per_node} ranks x gpus_per_replica={gpus_per_replica} needs {per_node * gpus_per_replica} GPUs "

@@ -185,19 +185,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     scoring.resolve_metrics(metric_ids)
     model_args = parse_model_args(config.model_args)
     trained_on = model_args.pop("trained_on", "unknown")
-    if "gpus_per_replica" in model_args:
-        if not adapter_cls.supports_device_map:
-            raise UsageError(f"model {config.model!r} cannot be split across GPUs (gpus_per_replica); "
-                             "run one replica per GPU instead")
-        try:
-            per_replica = int(model_args.pop("gpus_per_replica"))
-        except ValueError:
-            raise UsageError("--model-args gpus_per_replica must be a whole number") from None
-        gpus = distributed.check_gpus(world, per_replica)
-        model_args.setdefault("device_map", "auto")
-        model_args.setdefault("gpus", ",".join(map(str, gpus)))
-    elif world.distributed and "device" not in model_args and _cuda_available():
-        model_args["device"] = f"cuda:{world.local_rank}"
+    _place_replica(config.model, adapter_cls, model_args, world)
 
     options = config.data_options()
     samples = load_split(dataset, task.name, "test", options)
@@ -224,6 +212,35 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     keys = [prediction_key(s.id, r.prompt_hash(), fingerprint, r.gen_kwargs) for s, r in zip(samples, requests)]
     return Plan(task, dataset_name, dataset, metric_ids, model_args, samples, pool, adapter, requests, keys, trained_on,
                 options)
+
+
+def _place_replica(model: str, adapter_cls: type[Adapter], model_args: dict[str, str],
+                   world: distributed.World) -> None:
+    """Give this rank its GPUs: one per rank, or a disjoint block of K for a model split across GPUs.
+
+    ``gpus_per_replica=K`` asks for K; ``device_map=auto`` under torchrun shares the node's GPUs
+    evenly between its ranks (one process alone takes them all). The adapter receives ``gpus=``.
+    """
+    split = "gpus_per_replica" in model_args or "device_map" in model_args or "gpus" in model_args
+    if split and not adapter_cls.supports_device_map:
+        raise UsageError(f"model {model!r} cannot be split across GPUs (gpus_per_replica/device_map); "
+                         "run one replica per GPU instead")
+    if "gpus_per_replica" in model_args:
+        try:
+            per_replica = int(model_args.pop("gpus_per_replica"))
+        except ValueError:
+            raise UsageError("--model-args gpus_per_replica must be a whole number") from None
+        if per_replica < 1:
+            raise UsageError(f"--model-args gpus_per_replica must be >= 1, got {per_replica}")
+    elif split and world.distributed and "gpus" not in model_args:
+        per_replica = max(1, distributed.gpu_count() // distributed.ranks_per_node(world))
+    else:
+        if not split and world.distributed and "device" not in model_args and _cuda_available():
+            model_args["device"] = f"cuda:{world.local_rank}"
+        return
+    gpus = distributed.check_gpus(world, per_replica)
+    model_args.setdefault("device_map", "auto")
+    model_args.setdefault("gpus", ",".join(map(str, gpus)))
 
 
 def seed_everything(seed: int) -> None:

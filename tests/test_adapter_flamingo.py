@@ -317,6 +317,25 @@ def test_openflamingo_v2_mpt_layout_with_open_clip_weights(requests_: list[Reque
     single = [adapter.generate([r])[0] for r in requests_[1:]]
     assert adapter.generate(requests_[1:]) == single
 
+    # split across devices MptBlock by MptBlock (ALiBi bias and media follow each block): the same tokens,
+    # and with every other block on a fake second device, no op mixes devices (tests/test_model_parallel.py)
+    from tests.support.devices import META, PromptStep, alternating, fake_meta_layers, first_step_only
+
+    def load() -> fl.OpenFlamingoAdapter:
+        return fl.OpenFlamingoAdapter.from_args(checkpoint=str(ckpt), lm_path=str(tmp_path / "mpt"),
+                                                vision_path=str(tmp_path / "open_clip_vit.bin"))
+
+    adapter.spread(alternating(adapter, torch.device("cpu")), free_bytes=None)
+    assert adapter.generate(requests_[1:]) == single
+    faked = load()
+    faked.spread(alternating(faked, META), free_bytes=None)
+    assert fake_meta_layers(faked) == [0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fl.hf, "greedy_generate", first_step_only)
+        with pytest.raises(PromptStep) as step:
+            faked.generate(requests_[1:])
+    assert step.value.logits.device == torch.device("cpu")
+
 
 def test_missing_paths_give_one_line_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="model.pt"):
