@@ -58,6 +58,13 @@ class Progress:
                 flush=True,
             )
 
+    def note(self, message: str) -> None:
+        """A one-off line (e.g. a batch-size change) above the bar, or on stderr; silent with --quiet."""
+        if self._bar is not None:
+            self._bar.console.print(f"radbench: {message}")
+        elif not self.quiet:
+            print(f"radbench: {self.description}: {message}", file=sys.stderr, flush=True)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:

@@ -285,10 +285,36 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
             pass
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """An accelerator out-of-memory error (``torch.OutOfMemoryError``), recognised without importing torch."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
+
+
+def _release_memory() -> None:
+    """Return the failed batch's cached blocks to the GPU before retrying with a smaller one."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def generate(
     p: Plan, config: RunConfig, store: PredictionStore, work: list[int], files: distributed.RankFiles | None
-) -> tuple[int, float]:
-    """Generate the planned requests at ``work`` indices that the store lacks; return (count, seconds)."""
+) -> tuple[int, float, dict[str, Any]]:
+    """Generate the planned requests at ``work`` indices that the store lacks.
+
+    Returns (count, seconds, batching facts). Requests are sorted by image count and prompt length,
+    so a batch that runs out of GPU memory is followed by larger ones: the batch size is halved for
+    the rest of the run and the batch retried, instead of losing the run. A request that does not
+    fit even alone stops the run in one line; the finished predictions are kept for a resume.
+    """
     todo = [i for i in work if not store.done(p.keys[i])]
     todo.sort(key=lambda i: (len(p.requests[i].images), len(_prompt_text(p.requests[i]))))
     batch_size = min(config.batch_size or p.adapter.max_batch_size, p.adapter.max_batch_size)
@@ -307,17 +333,37 @@ def generate(
     unreadable = [i for i in todo if failed_row(p.samples[i]) is not None]
     store.append([record(i, "", failed_row(p.samples[i])) for i in unreadable])
     todo = [i for i in todo if failed_row(p.samples[i]) is None]
-    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    batching: dict[str, Any] = {"batch_size": batch_size, "out_of_memory_halvings": []}
     started = time.monotonic()
     timings = config.output / TIMINGS
     with Progress(len(todo), f"{config.model} on {p.task.name}", quiet=config.quiet) as progress, \
             ThreadPoolExecutor(max_workers=1) as pool, store.writer():
         ahead: Future[None] | None = None
-        for n, batch in enumerate(batches):
-            if n + 1 < len(batches):
-                ahead = pool.submit(_prefetch, p.adapter, [p.requests[i] for i in batches[n + 1]])
+        pos, size = 0, batch_size
+        while pos < len(todo):
+            batch = todo[pos : pos + size]
+            upcoming = todo[pos + size : pos + 2 * size]
+            if upcoming and ahead is None:
+                ahead = pool.submit(_prefetch, p.adapter, [p.requests[i] for i in upcoming])
             t0 = time.monotonic()
-            outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
+            try:
+                outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
+            except Exception as exc:
+                if not _out_of_memory(exc):
+                    raise
+                _release_memory()
+                if size == 1:
+                    sample = p.samples[batch[0]]
+                    raise UsageError(
+                        f"{sample.metadata.get('source', sample.id)}: out of GPU memory even alone (batch size 1); "
+                        "use dtype=bf16, more GPUs per replica (gpus_per_replica=K) or a larger GPU; "
+                        f"{sum(store.done(p.keys[i]) for i in work)} finished predictions are kept: re-run the same "
+                        "command to resume"
+                    ) from None
+                size = max(1, size // 2)
+                batching["out_of_memory_halvings"].append({"at_request": pos, "batch_size": size})
+                progress.note(f"out of GPU memory: batch size now {size}")
+                continue
             seconds = time.monotonic() - t0
             if config.strict:
                 for i, (_, error) in zip(batch, outputs):
@@ -330,9 +376,12 @@ def generate(
             if files is not None:
                 files.heartbeat()
             progress.advance(len(batch))
+            pos += len(batch)
             if ahead is not None:
                 ahead.result()
-    return len(todo) + len(unreadable), time.monotonic() - started
+                ahead = None
+    batching["final_batch_size"] = size
+    return len(todo) + len(unreadable), time.monotonic() - started, batching
 
 
 def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str, Any]) -> dict[str, Any]:
@@ -409,7 +458,7 @@ def run(config: RunConfig) -> dict[str, Any] | None:
         store = PredictionStore(config.output, files.part_path() if files else None)
         store.load()
         work = distributed.shard(list(range(len(p.samples))), world)
-        generated, seconds = generate(p, config, store, work, files)
+        generated, seconds, batching = generate(p, config, store, work, files)
         if files is not None:
             files.mark_done(generated)
             if not world.is_main:
@@ -418,7 +467,7 @@ def run(config: RunConfig) -> dict[str, Any] | None:
             store.load()  # every rank's part file, now complete
             files.cleanup()
         timing = {"generation_seconds": round(seconds, 3), "generated_now": generated,
-                  "resumed": len(p.samples) - generated, "world_size": world.size}
+                  "resumed": len(p.samples) - generated, "world_size": world.size, "batching": batching}
         return finish(p, config, store, timing)
     finally:
         lock.release()

@@ -190,3 +190,38 @@ def test_prefetched_images_equal_fresh_ones_and_are_used_once(monkeypatch) -> No
     served = [images.prepare(ref, spec).array for ref in refs]
     assert all((a == b).all() for a, b in zip(served, fresh))
     assert not images._PREFETCHED  # consumed, not kept
+
+
+def test_out_of_gpu_memory_halves_the_batch_and_keeps_every_prediction(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    echo = run(tmp_path / "echo", model="tests.support.adapters:EchoAdapter")
+    tight = run(tmp_path / "tight", "--batch-size", "4", "--model-args", "fits=1",
+                model="tests.support.adapters:TightMemoryAdapter")
+    # batch 4 ran out, then 2, then 1 fits for the rest of the run: nothing lost, nothing failed
+    assert tight["timing"]["batching"] == {
+        "batch_size": 4, "final_batch_size": 1,
+        "out_of_memory_halvings": [{"at_request": 0, "batch_size": 2}, {"at_request": 0, "batch_size": 1}],
+    }
+    assert tight["failures"]["count"] == 0 and tight["metrics"] == echo["metrics"]
+    assert lines(tmp_path / "tight" / PREDICTIONS) == lines(tmp_path / "echo" / PREDICTIONS)
+    assert echo["timing"]["batching"]["out_of_memory_halvings"] == []
+    results_mod.validate(tight)
+
+
+def test_a_request_too_big_even_alone_stops_in_one_line_and_resumes(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    echo = tmp_path / "echo"
+    run(echo, model="tests.support.adapters:EchoAdapter")
+    ids = {p["key"]: p["id"] for p in lines(echo / PREDICTIONS)}
+    big = ids[lines(echo / "timings.jsonl")[-1]["keys"][-1]]  # the last request generated (the largest)
+    out = tmp_path / "tight"
+    code = main(["run", "--model", "tests.support.adapters:TightMemoryAdapter", "--task", "vqa", "--dataset", "demo",
+                 "--output", str(out), "--quiet", "--model-args", f"fits=4,never={big}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and "\n" not in err
+    kept = lines(out / PREDICTIONS)
+    assert "out of GPU memory even alone (batch size 1); " in err and f"{len(kept)} finished predictions are kept" in err
+    assert kept and all(p["error"] is None for p in kept) and big not in {p["id"] for p in kept}
+    res = run(out, model="tests.support.adapters:EchoAdapter")  # e.g. on a larger GPU: only the rest runs
+    assert res["timing"]["generated_now"] == res["n_samples"] - len(kept) and res["failures"]["count"] == 0
+    assert lines(out / PREDICTIONS) == lines(echo / PREDICTIONS)

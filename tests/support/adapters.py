@@ -41,3 +41,33 @@ class EchoAdapter(Adapter):
 
     def fingerprint(self) -> str:
         return stable_hash(["echo", self.fail_on])
+
+
+class TightMemoryAdapter(EchoAdapter):
+    """An echo model on a GPU that holds ``fits`` requests at once; ``never=ID`` does not fit even alone.
+
+    Raises torch's real ``OutOfMemoryError``, as a CUDA kernel would.
+    """
+
+    name = "tight-memory"
+
+    def __init__(self, fits: int, never: str) -> None:
+        super().__init__()
+        self.fits = fits
+        self.never = never
+        self.calls: list[int] = []
+
+    @classmethod
+    def from_args(cls, **model_args: str) -> Adapter:
+        return cls(int(model_args.get("fits", "1")), model_args.get("never", ""))
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        import torch
+
+        self.calls.append(len(requests))
+        if len(requests) > self.fits or any(r.sample_id == self.never for r in requests):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return super().generate(requests)
+
+    def fingerprint(self) -> str:
+        return stable_hash(["echo", ""])  # the same answers as EchoAdapter: comparable predictions
