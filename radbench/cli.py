@@ -69,12 +69,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="let image paths resolve outside the data root (refused by default)")
     p.add_argument("--window", help="intensity window for every image: lung, mediastinum, soft-tissue, liver, bone, "
                                     "brain, subdural, stroke, dicom (the file's own) or CENTER,WIDTH")
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="keep at most N images of a sample, a subset drawn from --seed and kept in file order "
+                        "(default: 8 for RadFM-format datasets, as RadFM's loader; none otherwise; 0: no cap)")
 
 
 def _data_args(args: argparse.Namespace) -> dict[str, Any]:
     """The data options of a parsed command line, as RunConfig keyword arguments."""
     return {"image_roots": tuple(args.image_root), "prompts": args.prompts, "strict": args.strict,
-            "allow_outside_root": args.allow_outside_root, "window": args.window}
+            "allow_outside_root": args.allow_outside_root, "window": args.window, "max_images": args.max_images}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,7 +282,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if task.name not in dataset.tasks:
         raise UsageError(f"dataset {name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
     options = DataOptions(args.data_root, DataOptions.parse_image_roots(args.image_root), args.prompts, args.strict,
-                          args.allow_outside_root, args.window, args.seed)
+                          args.allow_outside_root, args.window, args.seed, args.max_images)
     report = validate(dataset, task.name, options, args.split, read_pixels=not args.quick)
     print(render(report))
     if args.json:

@@ -55,16 +55,17 @@ class RunConfig:
     metrics: str | None = None
     quiet: bool = False
     # How the dataset is read (radbench.tasks.base.DataOptions): --image-root OLD=NEW rewrites,
-    # --prompts DIR|radbench, --strict, --allow-outside-root, --window.
+    # --prompts DIR|radbench, --strict, --allow-outside-root, --window, --max-images.
     image_roots: Sequence[str] = ()
     prompts: str | None = None
     strict: bool = False
     allow_outside_root: bool = False
     window: str | None = None
+    max_images: int | None = None
 
     def data_options(self) -> DataOptions:
         return DataOptions(self.data_root, DataOptions.parse_image_roots(self.image_roots), self.prompts, self.strict,
-                           self.allow_outside_root, self.window, self.seed)
+                           self.allow_outside_root, self.window, self.seed, self.max_images)
 
 
 @dataclass
@@ -417,6 +418,8 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "prompts": PromptLibrary.discover(p.options).describe(),
         "data_options": {"strict": p.options.strict, "window": p.options.window,
                          "allow_outside_root": p.options.allow_outside_root,
+                         "max_images": p.options.image_cap(getattr(p.dataset, "max_images", None)),
+                         "samples_with_images_capped": sum("images_capped" in s.metadata for s in p.samples),
                          "image_root_rewrites": len(p.options.image_roots),
                          "exemplar_rows_failed": sum(failed_row(ex) is not None for ex in p.pool)},
         "preprocessing": ({**spec.describe(), "fingerprint": spec.fingerprint()}

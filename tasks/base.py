@@ -26,7 +26,9 @@ class DataOptions:
     holds ``(OLD, NEW)`` prefix rewrites (``--image-root OLD=NEW``) for the absolute paths published
     files carry; ``prompts`` is a folder of RadFM prompt files, or ``radbench`` to use radbench's
     own templates even when RadFM's files are found; ``seed`` picks RadFM templates and image
-    positions per sample in faithful mode.
+    positions per sample in faithful mode. ``max_images`` caps the images of one sample
+    (``--max-images N``, 0 for no cap); ``None`` keeps the dataset's own default (8 for the
+    RadFM-format datasets, as RadFM's loader; none for the others).
     """
 
     data_root: str | None = None
@@ -36,9 +38,18 @@ class DataOptions:
     allow_outside_root: bool = False
     window: str | None = None
     seed: int = 0
+    max_images: int | None = None
 
     def __post_init__(self) -> None:
         parse_window(self.window)  # a bad --window is a usage error before anything is read
+        if self.max_images is not None and self.max_images < 0:
+            raise UsageError(f"--max-images must be >= 0 (0: no cap), got {self.max_images}")
+
+    def image_cap(self, dataset_default: int | None) -> int | None:
+        """The cap in force: ``--max-images`` if given (0 lifts it), else the dataset's default."""
+        if self.max_images is None:
+            return dataset_default
+        return self.max_images or None
 
     @staticmethod
     def parse_image_roots(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -84,6 +95,25 @@ def load_split(dataset: Dataset, task: str, split: str, options: DataOptions) ->
         names = ", ".join("--" + n.replace("_", "-") for n in unsupported)
         raise UsageError(f"dataset {getattr(dataset, 'name', '?')!r} does not support {names}")
     return dataset.load(task, split, options.data_root)
+
+
+def cap_images(sample: Sample, limit: int | None, seed: int) -> Sample:
+    """``sample`` with at most ``limit`` images: a subset drawn per sample from the run seed, in file order.
+
+    RadFM's loader keeps ``random.sample(images, 8)`` of a case with more images, a fresh draw (and
+    order) every epoch. radbench draws the same subset for the same seed and sample on every machine,
+    keeps the images in their original order, and records the kept indices in
+    ``metadata["images_capped"]`` so every prediction shows what the model saw.
+    """
+    if limit is None or len(sample.images) <= limit or failed_row(sample) is not None:
+        return sample
+    rng = random.Random(f"radbench-max-images:{seed}:{sample.id}")
+    kept = sorted(rng.sample(range(len(sample.images)), limit))
+    metadata = {**sample.metadata, "images_capped": {"kept": kept, "of": len(sample.images)}}
+    prompt = metadata.get("prompt")
+    if isinstance(prompt, dict) and len(prompt.get("image_positions", ())) == len(sample.images):
+        metadata["prompt"] = {**prompt, "image_positions": [prompt["image_positions"][i] for i in kept]}
+    return replace(sample, images=tuple(sample.images[i] for i in kept), metadata=metadata)
 
 
 def failed_row(sample: Sample) -> str | None:

@@ -227,3 +227,40 @@ def test_data_options_are_refused_by_datasets_that_cannot_take_them() -> None:
     assert load_split(Old(), "vqa", "test", DataOptions("x", seed=3)) == []
     with pytest.raises(UsageError, match="does not support --strict, --window"):
         load_split(Old(), "vqa", "test", DataOptions(strict=True, window="lung"))
+
+
+def test_a_case_with_more_than_eight_scans_keeps_eight_drawn_from_the_seed(tmp_path: Path) -> None:
+    """RadFM's loader keeps 8 images of a sample; radbench draws them per seed and keeps file order."""
+    from tests.support.data_roots import npy_case
+
+    root = build_radfm_root(tmp_path / "root")
+    npy_case(root / "radiopaedia" / "npy" / "c1.npy", scans=11, seed=7)
+    report = load("radbench", "report", root)[0]
+    capped = report.metadata["images_capped"]
+    assert len(report.images) == 8 and capped["of"] == 11 and capped["kept"] == sorted(capped["kept"])
+    assert [r.index for r in report.images] == capped["kept"]
+    assert report.metadata["prompt"]["image_positions"] and len(report.metadata["prompt"]["image_positions"]) == 8
+    assert load("radbench", "report", root)[0].images == report.images  # the same draw every time
+    draws = {tuple(load("radbench", "report", root, seed=s)[0].metadata["images_capped"]["kept"]) for s in range(6)}
+    assert len(draws) > 1  # ... and another seed draws another subset
+    everything = load("radbench", "report", root, max_images=0)[0]
+    assert len(everything.images) == 11 and "images_capped" not in everything.metadata
+    assert len(load("radbench", "report", root, max_images=3)[0].images) == 3
+    assert "images_capped" not in load("radbench", "report", root)[1].metadata  # one scan: untouched
+    with pytest.raises(UsageError, match="--max-images must be >= 0"):
+        DataOptions(str(root), max_images=-1)
+
+
+def test_max_images_is_reported_in_results(tmp_path: Path) -> None:
+    from tests.support.data_roots import npy_case
+
+    root = build_radfm_root(tmp_path / "root")
+    npy_case(root / "radiopaedia" / "npy" / "c1.npy", scans=9, seed=7)
+    out = tmp_path / "run"
+    code = main(["run", "--model", "majority", "--task", "report", "--dataset", "radbench", "--data-root", str(root),
+                 "--image-root", image_root_arg(root), "--output", str(out), "--quiet"])
+    assert code == 0
+    res = json.loads((out / RESULTS).read_text())
+    assert res["data_options"]["max_images"] == 8 and res["data_options"]["samples_with_images_capped"] == 1
+    record = next(p for p in map(json.loads, (out / PREDICTIONS).read_text().splitlines()) if len(p["images"]) == 8)
+    assert record["metadata"]["images_capped"]["of"] == 9

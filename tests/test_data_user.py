@@ -96,3 +96,17 @@ def test_json_config_window_and_unknown_folder(tmp_path: Path, capsys: pytest.Ca
     assert override[0].images[0].window == "lung"
     assert main(["validate", "--task", "vqa", "--dataset", str(tmp_path / "nowhere/")]) == 2
     assert "no such dataset name, folder or config file" in capsys.readouterr().err
+
+
+def test_max_images_caps_a_user_dataset_only_when_asked(tmp_path: Path) -> None:
+    config = {"task": "vqa", "data": "test.jsonl", "columns": {"question": "q", "answer": "ans", "images": "img"},
+              "image_root": "pics"}
+    folder = make_folder(tmp_path / "set", json.dumps(config), name="dataset.json")
+    rows = [{"q": "Compare the studies.", "ans": "stable", "img": "0.png;1.png;2.png;3.png"}]
+    (folder / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    whole = UserDataset(str(folder)).load("vqa", "test", None, DataOptions())[0]
+    assert [i.path for i in whole.images] == ["0.png", "1.png", "2.png", "3.png"] and "images_capped" not in whole.metadata
+    capped = UserDataset(str(folder)).load("vqa", "test", None, DataOptions(max_images=2))[0]
+    kept = capped.metadata["images_capped"]["kept"]
+    assert [i.path for i in capped.images] == [f"{k}.png" for k in kept] and len(kept) == 2
+    assert len(capped.metadata["prompt"]["image_positions"]) == 2

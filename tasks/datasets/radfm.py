@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from radbench.errors import UsageError
-from radbench.tasks.base import DataOptions
+from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets import radfm_files as rf
 from radbench.tasks.datasets.common import Source, locate
 from radbench.tasks.templates import FAMILIES, PromptLibrary, plan_all
@@ -73,6 +73,8 @@ class FileDataset:
     layout: ClassVar[dict[str, tuple[Part, ...]]] = {}
     tasks: ClassVar[tuple[str, ...]] = ()
     is_demo: ClassVar[bool] = False
+    # RadFM's loader keeps at most 8 images of a sample (tasks.base.cap_images); --max-images overrides.
+    max_images: ClassVar[int | None] = 8
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -117,8 +119,10 @@ class FileDataset:
         options = replace(options or DataOptions(), data_root=data_root)
         library = PromptLibrary.discover(options)
         samples: list[Sample] = []
+        cap = options.image_cap(self.max_images)
         for part, src, extra in self.sources(task, split, options):
-            samples += plan_all(part.reader(src, **extra), part.family, library, options.seed)
+            capped = [cap_images(s, cap, options.seed) for s in part.reader(src, **extra)]
+            samples += plan_all(capped, part.family, library, options.seed)
         return samples
 
 

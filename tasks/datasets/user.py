@@ -23,7 +23,7 @@ from typing import Any
 
 from radbench.errors import UsageError
 from radbench.images import parse_window
-from radbench.tasks.base import DataOptions
+from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets.common import Row, Source, parse_json, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
 from radbench.tasks.templates import TEMPLATES_VERSION
@@ -184,9 +184,10 @@ class UserDataset:
             options = replace(options, window=self.window)
         src = Source(self.splits[split], self.name, self.name, split, task, options, self.image_root)
         out = []
+        cap = options.image_cap(None)  # a user's dataset is not capped unless --max-images asks
         for row in read_rows(src.path, tuple(self.columns.values())):
             if row.problem:
                 out.append(src.broken(row.number, row.problem, text(row.values.get(self.columns["answer"]))))
             else:
-                out.append(self._build(src, row))
+                out.append(cap_images(self._build(src, row), cap, options.seed))
         return out
