@@ -42,6 +42,20 @@ def test_list_models_piped_is_one_name_per_line() -> None:
     assert all(" " not in line for line in out.stdout.splitlines())
 
 
+def test_a_closed_pipe_ends_quietly() -> None:
+    """``radbench list models | head -1``: the reader is gone before radbench writes; no traceback."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "radbench", "list", "models"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == ""
+
+
 def test_list_tasks_and_metrics() -> None:
     tasks = run_cli("list", "tasks").stdout.split()
     assert {"vqa", "report", "rationale", "diagnosis"} <= set(tasks)
