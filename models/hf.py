@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import re
+import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -656,19 +657,21 @@ def spread(
     loose: list[str] = []  # tensors owned directly by a module on the path to the layers
     prefix = ""
     parent = model
-    for part in layers_path.split("."):
+    for step in layers_path.split("."):
         for child_name, _ in parent.named_children():
-            if child_name != part:
+            if child_name != step:
                 device_map[prefix + child_name] = devices[0]
         for tensor_name, _ in [*parent.named_parameters(recurse=False), *parent.named_buffers(recurse=False)]:
             loose.append(prefix + tensor_name)
-            device_map[prefix + tensor_name] = devices[0]
-        parent = getattr(parent, part)
-        prefix += part + "."
+            device_map[prefix + tensor_name] = devices[0]  # the coverage check needs them; moved below
+        parent = getattr(parent, step)
+        prefix += step + "."
     for index, part in enumerate(assignment):
         device_map[f"{layers_path}.{index}"] = devices[part]
-    dispatch_model(model, device_map=device_map, main_device=devices[0], skip_keys=list(skip_keys) or None,
-                   force_hooks=True)
+    with warnings.catch_warnings():  # accelerate hooks modules only, so it warns about the loose tensors
+        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
+        dispatch_model(model, device_map=device_map, main_device=devices[0], skip_keys=list(skip_keys) or None,
+                       force_hooks=True)
     for tensor_name in loose:
         set_module_tensor_to_device(model, tensor_name, devices[0])
     parts = []

@@ -128,6 +128,27 @@ def test_the_fake_device_catches_a_layer_left_without_its_hook(requests_: list[R
         adapter.generate(requests_)
 
 
+def test_tensors_owned_along_the_path_to_the_layers_stay_on_the_first_device() -> None:
+    class Stack(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))  # owned by a module the layer path passes through
+            self.register_buffer("offset", torch.zeros(4))
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(4))
+            self.head = torch.nn.Linear(4, 2)
+
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack = Stack()
+
+    model = Outer()
+    placement = hf.spread(model, "stack.layers", [CPU, META], name="toy", free_bytes=None)
+    assert [p["layers"] for p in placement["parts"]] == ["0-1", "2-3"]
+    assert model.stack.scale.device == CPU and model.stack.offset.device == CPU and model.stack.head.weight.device == CPU
+    assert [layer.weight.device for layer in model.stack.layers] == [CPU, CPU, META, META]
+
+
 def test_a_replica_that_does_not_fit_is_refused_in_one_line() -> None:
     adapter = build("radfm")
     with pytest.raises(UsageError, match=r"its share on cpu is .* GiB but only 0\.0 GiB is free") as err:
