@@ -706,14 +706,17 @@ class CheckpointAdapter(Adapter):
         """``(model, dotted path of the LM's decoder-layer list, the transformers LM)`` for :meth:`spread`."""
         raise NotImplementedError
 
-    def spread(self, devices: Sequence[torch.device] | None,
-               free_bytes: Callable[[torch.device], int] | None = free_gpu_bytes) -> "CheckpointAdapter":
-        """Split the model's decoder layers over ``devices`` (from :func:`parse_placement`); ``None``: no-op."""
+    def spread(self, devices: Sequence[torch.device] | None, check_memory: bool = True) -> "CheckpointAdapter":
+        """Split the model's decoder layers over ``devices`` (from :func:`parse_placement`); ``None``: no-op.
+
+        ``check_memory=False`` skips the free-memory check (for devices that are not GPUs).
+        """
         if not devices:
             return self
         model, layers_path, lm = self.split_points()
         skip = sorted(getattr(lm, "_skip_keys_device_placement", None) or ())
-        self.placement = spread(model, layers_path, devices, name=self.name, skip_keys=skip, free_bytes=free_bytes)
+        self.placement = spread(model, layers_path, devices, name=self.name, skip_keys=skip,
+                                free_bytes=free_gpu_bytes if check_memory else None)
         self.device = devices[0]
         return self
 

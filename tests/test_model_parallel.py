@@ -84,7 +84,7 @@ def test_split_replica_decodes_the_same_tokens(family: str, requests_: list[Requ
     whole = build(family).generate(requests)
     split = build(family)
     devices = alternating(split, CPU)
-    split.spread(devices, free_bytes=None)
+    split.spread(devices, check_memory=False)
     model, path, _ = split.split_points()
     assert all(hasattr(layer, "_hf_hook") for layer in model.get_submodule(path))
     assert split.generate(requests) == whole
@@ -97,7 +97,7 @@ def test_split_replica_never_mixes_devices(family: str, requests_: list[Request]
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = build(family)
     model, path, _ = adapter.split_points()
-    adapter.spread(alternating(adapter, META), free_bytes=None)
+    adapter.spread(alternating(adapter, META), check_memory=False)
     assert fake_meta_layers(adapter) == list(range(0, len(model.get_submodule(path)), 2))
     layers = model.get_submodule(path)
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
@@ -119,7 +119,7 @@ def test_the_fake_device_catches_a_layer_left_without_its_hook(requests_: list[R
     from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
 
     adapter = build("radfm")
-    adapter.spread(alternating(adapter, META), free_bytes=None)
+    adapter.spread(alternating(adapter, META), check_memory=False)
     fake_meta_layers(adapter)
     model, path, _ = adapter.split_points()
     remove_hook_from_submodules(model.get_submodule(path)[0])
@@ -149,10 +149,11 @@ def test_tensors_owned_along_the_path_to_the_layers_stay_on_the_first_device() -
     assert [layer.weight.device for layer in model.stack.layers] == [CPU, CPU, META, META]
 
 
-def test_a_replica_that_does_not_fit_is_refused_in_one_line() -> None:
+def test_a_replica_that_does_not_fit_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = build("radfm")
+    monkeypatch.setattr(hf, "free_gpu_bytes", lambda device: 1024)
     with pytest.raises(UsageError, match=r"its share on cpu is .* GiB but only 0\.0 GiB is free") as err:
-        adapter.spread([CPU, CPU], free_bytes=lambda device: 1024)
+        adapter.spread([CPU, CPU])
     assert "\n" not in str(err.value)
     assert adapter.placement is None
 
@@ -222,3 +223,35 @@ def test_run_with_gpus_per_replica_on_a_machine_without_gpus(no_gpu: None, tmp_p
                  "--model-args", "preset=tiny-random,gpus_per_replica=2"])
     err = capsys.readouterr().err
     assert code == 2 and "needs 2 GPUs per node, but this node has 0" in err and "Traceback" not in err
+
+
+def test_a_run_with_gpus_per_replica_matches_the_unsplit_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI: the runner hands this rank GPUs 0 and 1, the adapter splits over them (two CPU
+    "GPUs" here), and the predictions and scores equal a one-device run's; the placement is recorded."""
+    import json
+
+    from radbench.cli import main
+    from radbench.store import PREDICTIONS, RESULTS
+
+    def run(out: Path, model_args: str) -> dict:
+        code = main(["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--limit", "6", "--quiet",
+                     "--output", str(out), "--model-args", model_args, "--metrics", "bleu4,rougeL"])
+        assert code == 0
+        return json.loads((out / RESULTS).read_text())
+
+    whole = run(tmp_path / "whole", "preset=tiny-random")
+    given: list[str] = []
+
+    def placement(model: str, model_args: dict) -> list[torch.device] | None:
+        given.append(model_args.get("gpus", ""))
+        return [CPU, CPU] if model_args.get("device_map") == "auto" else None
+
+    monkeypatch.setattr(distributed, "gpu_count", lambda: 2)
+    monkeypatch.setattr(hf, "parse_placement", placement)
+    monkeypatch.setattr(hf, "free_gpu_bytes", lambda device: 1 << 40)
+    split = run(tmp_path / "split", "preset=tiny-random,gpus_per_replica=2")
+    assert given == ["0,1"]
+    assert split["model"]["placement"]["split_by"] == "lang_model.model.layers"
+    assert split["model"]["fingerprint"] == whole["model"]["fingerprint"]
+    assert split["metrics"] == whole["metrics"]
+    assert (tmp_path / "split" / PREDICTIONS).read_bytes() == (tmp_path / "whole" / PREDICTIONS).read_bytes()
