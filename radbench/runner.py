@@ -347,11 +347,13 @@ def generate(
             if upcoming and ahead is None:
                 ahead = pool.submit(_prefetch, p.adapter, [p.requests[i] for i in upcoming])
             t0 = time.monotonic()
+            outputs = None
             try:
                 outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
             except Exception as exc:
                 if not _out_of_memory(exc):
                     raise
+            if outputs is None:  # out of memory; outside the except block, so its traceback's tensors can go
                 _release_memory()
                 if size == 1:
                     sample = p.samples[batch[0]]
