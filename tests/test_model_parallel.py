@@ -255,3 +255,10 @@ def test_a_run_with_gpus_per_replica_matches_the_unsplit_run(tmp_path: Path, mon
     assert split["model"]["fingerprint"] == whole["model"]["fingerprint"]
     assert split["metrics"] == whole["metrics"]
     assert (tmp_path / "split" / PREDICTIONS).read_bytes() == (tmp_path / "whole" / PREDICTIONS).read_bytes()
+    import jsonschema
+
+    from radbench import results
+
+    results.validate(split)  # results.json is validated when written; the placement has a schema
+    with pytest.raises(jsonschema.ValidationError):
+        results.validate({**split, "model": {**split["model"], "placement": {"split_by": "x", "parts": []}}})
