@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from radbench.errors import UsageError
 from radbench.store import atomic_write_json
@@ -106,11 +107,12 @@ class RankFiles:
     def heartbeat(self) -> None:
         self._beat(self.world.rank).touch()
 
-    def mark_done(self, generated: int) -> None:
-        atomic_write_json(self._done(self.world.rank), {"rank": self.world.rank, "generated": generated})
+    def mark_done(self, telemetry: dict[str, Any]) -> None:
+        """This rank is finished; ``telemetry`` (samples generated, seconds, batching) is for rank 0."""
+        atomic_write_json(self._done(self.world.rank), {**telemetry, "rank": self.world.rank})
 
-    def wait_for_all(self, timeout: float = DEFAULT_TIMEOUT, poll: float = 0.2) -> int:
-        """Rank 0 waits for every rank's marker and returns how many samples all ranks generated.
+    def wait_for_all(self, timeout: float = DEFAULT_TIMEOUT, poll: float = 0.2) -> list[dict[str, Any]]:
+        """Rank 0 waits for every rank's marker and returns their telemetry, in rank order.
 
         A rank silent (no heartbeat, no marker) for ``timeout`` seconds is an error, not a hang.
         """
@@ -118,7 +120,7 @@ class RankFiles:
         while True:
             missing = [r for r in range(self.world.size) if not self._done(r).exists()]
             if not missing:
-                return sum(json.loads(self._done(r).read_text())["generated"] for r in range(self.world.size))
+                return [json.loads(self._done(r).read_text()) for r in range(self.world.size)]
             now = time.time()
             for rank in missing:
                 beat = self._beat(rank)

@@ -10,6 +10,7 @@ merges, scores and writes the results.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -247,7 +248,6 @@ def _place_replica(model: str, adapter_cls: type[Adapter], model_args: dict[str,
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and (if loaded) torch before the model is built; recorded in results."""
     import random
-    import sys
 
     import numpy as np
 
@@ -288,8 +288,6 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
 
 def _out_of_memory(exc: BaseException) -> bool:
     """An accelerator out-of-memory error (``torch.OutOfMemoryError``), recognised without importing torch."""
-    import sys
-
     torch = sys.modules.get("torch")
     oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     return oom is not None and isinstance(exc, oom)
@@ -298,7 +296,6 @@ def _out_of_memory(exc: BaseException) -> bool:
 def _release_memory() -> None:
     """Return the failed batch's cached blocks to the GPU before retrying with a smaller one."""
     import gc
-    import sys
 
     gc.collect()
     torch = sys.modules.get("torch")
@@ -435,6 +432,23 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
     return out
 
 
+# A rank this many times slower than the fastest one is reported: it usually means a device bug
+# (a rank on the wrong GPU, on the CPU, or sharing a GPU), not slower samples (shards are strided).
+IMBALANCE = 1.5
+
+
+def _warn_if_imbalanced(ranks: list[dict[str, Any]], minimum: int = 8) -> None:
+    """One stderr line when some rank generated much slower than the fastest (lessons §7.25)."""
+    rates = {r["rank"]: r["generated"] / r["seconds"] for r in ranks if r["generated"] >= minimum and r["seconds"] > 0}
+    if len(rates) < 2:
+        return
+    fastest, slowest = max(rates, key=rates.get), min(rates, key=rates.get)  # type: ignore[arg-type]
+    if rates[fastest] > IMBALANCE * rates[slowest]:
+        print(f"radbench: warning: rank {slowest} generated {rates[slowest]:.2f} samples/s, rank {fastest} "
+              f"{rates[fastest]:.2f} ({rates[fastest] / rates[slowest]:.1f}x): check rank {slowest}'s device "
+              "(timing.ranks in results.json)", file=sys.stderr, flush=True)
+
+
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run one evaluation; returns the results on rank 0 (``None`` on other ranks)."""
     world = distributed.current_world()
@@ -464,15 +478,18 @@ def run(config: RunConfig) -> dict[str, Any] | None:
         store.load()
         work = distributed.shard(list(range(len(p.samples))), world)
         generated, seconds, batching = generate(p, config, store, work, files)
+        ranks = [{"rank": world.rank, "generated": generated, "seconds": round(seconds, 3), "batching": batching}]
         if files is not None:
-            files.mark_done(generated)
+            files.mark_done(ranks[0])
             if not world.is_main:
                 return None
-            generated = files.wait_for_all()
+            ranks = files.wait_for_all()
             store.load()  # every rank's part file, now complete
             files.cleanup()
+            _warn_if_imbalanced(ranks)
+        generated = sum(r["generated"] for r in ranks)
         timing = {"generation_seconds": round(seconds, 3), "generated_now": generated,
-                  "resumed": len(p.samples) - generated, "world_size": world.size, "batching": batching}
+                  "resumed": len(p.samples) - generated, "world_size": world.size, "ranks": ranks}
         return finish(p, config, store, timing)
     finally:
         lock.release()

@@ -115,3 +115,18 @@ def test_gpus_per_replica_is_refused_by_adapters_that_cannot_split(tmp_path: Pat
     code = main(["run", "--model", "retrieval", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path),
                  "--model-args", "gpus_per_replica=2"])
     assert code == 2 and "cannot be split across GPUs" in capsys.readouterr().err
+
+
+def test_per_rank_telemetry_and_a_slow_rank_is_reported(tmp_path: Path) -> None:
+    proc = _torchrun(tmp_path / "two", 2, "--model-args", "delay=0.02,slow_rank=1")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    res = json.loads((tmp_path / "two" / RESULTS).read_text())
+    ranks = res["timing"]["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and sum(r["generated"] for r in ranks) == res["n_samples"]
+    assert all(r["batching"]["batch_size"] == 2 for r in ranks)
+    assert ranks[1]["seconds"] > 2 * ranks[0]["seconds"]
+    assert "warning: rank 1 generated" in err and "check rank 1's device" in err
+    even = _torchrun(tmp_path / "even", 2, "--model-args", "delay=0.02")
+    _, err = even.communicate(timeout=300)
+    assert even.returncode == 0 and "warning" not in err, err

@@ -198,13 +198,13 @@ def test_out_of_gpu_memory_halves_the_batch_and_keeps_every_prediction(tmp_path:
     tight = run(tmp_path / "tight", "--batch-size", "4", "--model-args", "fits=1",
                 model="tests.support.adapters:TightMemoryAdapter")
     # batch 4 ran out, then 2, then 1 fits for the rest of the run: nothing lost, nothing failed
-    assert tight["timing"]["batching"] == {
+    assert tight["timing"]["ranks"][0]["batching"] == {
         "batch_size": 4, "final_batch_size": 1,
         "out_of_memory_halvings": [{"at_request": 0, "batch_size": 2}, {"at_request": 0, "batch_size": 1}],
     }
     assert tight["failures"]["count"] == 0 and tight["metrics"] == echo["metrics"]
     assert lines(tmp_path / "tight" / PREDICTIONS) == lines(tmp_path / "echo" / PREDICTIONS)
-    assert echo["timing"]["batching"]["out_of_memory_halvings"] == []
+    assert echo["timing"]["ranks"][0]["batching"]["out_of_memory_halvings"] == []
     results_mod.validate(tight)
 
 

@@ -18,16 +18,18 @@ class EchoAdapter(Adapter):
     version = "1"
     max_batch_size = 4
 
-    def __init__(self, delay: float = 0.0, fail_on: str = "") -> None:
-        self.delay = delay
+    def __init__(self, delay: float = 0.0, fail_on: str = "", slow_rank: int | None = None) -> None:
+        # slow_rank=N: that torchrun rank takes 5x the delay, as a rank on the wrong device would
+        self.delay = delay * (5 if slow_rank is not None and int(os.environ.get("RANK", "0")) == slow_rank else 1)
         self.fail_on = fail_on
 
     @classmethod
     def from_args(cls, **model_args: str) -> Adapter:
-        unknown = set(model_args) - {"delay", "fail_on", "api_key"}  # api_key: accepted like an API model
+        unknown = set(model_args) - {"delay", "fail_on", "api_key", "slow_rank"}  # api_key: accepted like an API model
         if unknown:
             raise UsageError(f"echo: unknown --model-args {sorted(unknown)}")
-        return cls(float(model_args.get("delay", 0)), model_args.get("fail_on", ""))
+        slow = model_args.get("slow_rank")
+        return cls(float(model_args.get("delay", 0)), model_args.get("fail_on", ""), int(slow) if slow else None)
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         out = []
