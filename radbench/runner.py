@@ -202,7 +202,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
         _check_images(samples)
 
     seed_everything(config.seed)
-    adapter = adapter_cls.from_args(**model_args)
+    adapter = _load_adapter(config.model, adapter_cls, model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
     pool = load_split(dataset, task.name, "train", options) if wants_pool else []
     if options.strict:
@@ -214,6 +214,22 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     keys = [prediction_key(s.id, r.prompt_hash(), fingerprint, r.gen_kwargs) for s, r in zip(samples, requests)]
     return Plan(task, dataset_name, dataset, metric_ids, model_args, samples, pool, adapter, requests, keys, trained_on,
                 options)
+
+
+def _load_adapter(model: str, adapter_cls: type[Adapter], model_args: dict[str, str]) -> Adapter:
+    """Build the adapter; a model too large for its GPU is a one-line error that says what to try."""
+    adapter: Adapter | None = None
+    try:
+        adapter = adapter_cls.from_args(**model_args)
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+    if adapter is None:  # out of memory, outside the except block so the partial model can be freed
+        _release_memory()
+        where = f"GPUs {model_args['gpus']}" if model_args.get("gpus") else model_args.get("device") or "its GPU"
+        raise UsageError(f"model {model!r} ran out of memory while loading onto {where}: use dtype=bf16 or fp16, "
+                         "or split it over several GPUs (--model-args gpus_per_replica=K, or device_map=auto)")
+    return adapter
 
 
 def _place_replica(model: str, adapter_cls: type[Adapter], model_args: dict[str, str],

@@ -225,3 +225,12 @@ def test_a_request_too_big_even_alone_stops_in_one_line_and_resumes(tmp_path: Pa
     res = run(out, model="tests.support.adapters:EchoAdapter")  # e.g. on a larger GPU: only the rest runs
     assert res["timing"]["generated_now"] == res["n_samples"] - len(kept) and res["failures"]["count"] == 0
     assert lines(out / PREDICTIONS) == lines(echo / PREDICTIONS)
+
+
+def test_a_model_too_big_for_its_gpu_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    code = main(["run", "--model", "tests.support.adapters:TightMemoryAdapter", "--task", "vqa", "--dataset", "demo",
+                 "--output", str(tmp_path), "--quiet", "--model-args", "weights_fit=0,device=cuda:1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and "\n" not in err
+    assert "ran out of memory while loading onto cuda:1" in err and "gpus_per_replica=K" in err

@@ -61,6 +61,10 @@ class TightMemoryAdapter(EchoAdapter):
 
     @classmethod
     def from_args(cls, **model_args: str) -> Adapter:
+        if model_args.get("weights_fit") == "0":  # the weights alone exceed the GPU
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB (injected)")
         return cls(int(model_args.get("fits", "1")), model_args.get("never", ""))
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
