@@ -310,7 +310,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _release_memory() -> None:
-    """Return the failed batch's cached blocks to the GPU before retrying with a smaller one."""
+    """After an out-of-memory error: collect what the failed call left and return cached blocks to the GPU."""
     import gc
 
     gc.collect()
