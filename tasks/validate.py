@@ -38,6 +38,8 @@ class Report:
     rewritten: Counter = field(default_factory=Counter)
     unmapped_prefixes: Counter = field(default_factory=Counter)
     bad_images: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    capped: int = 0  # samples that kept only --max-images (or the dataset's default cap) of their images
+    images_dropped: int = 0
 
     @property
     def ready(self) -> bool:
@@ -52,6 +54,7 @@ class Report:
                 "unique": self.unique_images, "checked": self.checked, "rewritten": dict(self.rewritten),
                 "unmapped_absolute_prefixes": dict(self.unmapped_prefixes),
                 "bad": {p: {"error": e, "samples": ids} for p, (e, ids) in self.bad_images.items()},
+                "capped_samples": self.capped, "dropped_by_cap": self.images_dropped,
             },
         }
 
@@ -86,6 +89,9 @@ def validate(dataset: Dataset, task: str, options: DataOptions, split: str = "te
         for ref in sample.images:
             users[ref].append(sample.id)
             report.kinds[ref.kind] += 1
+        if "images_capped" in sample.metadata:
+            report.capped += 1
+            report.images_dropped += sample.metadata["images_capped"]["of"] - len(sample.images)
     report.unique_images = len(users)
     data_root = os.path.abspath(options.data_root) if options.data_root else None
     for ref, ids in users.items():
@@ -114,6 +120,9 @@ def render(report: Report, limit: int = 20) -> str:
     lines.append(f"  images {total} references ({report.kinds['2d']} 2D, {report.kinds['3d']} 3D), "
                  f"{report.unique_images} unique: {report.unique_images - len(report.bad_images)} "
                  f"{'readable' if report.checked == 'read' else 'present'}, {len(report.bad_images)} unusable")
+    if report.capped:
+        lines.append(f"  capped {report.capped} sample(s) to the image limit (--max-images): {report.images_dropped} "
+                     "image reference(s) left out, not checked")
     for root, count in sorted(report.rewritten.items()):
         lines.append(f"  rewritten by --image-root: {count} image(s) now under {root}")
     for prefix, count in sorted(report.unmapped_prefixes.items()):

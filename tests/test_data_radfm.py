@@ -262,5 +262,10 @@ def test_max_images_is_reported_in_results(tmp_path: Path) -> None:
     assert code == 0
     res = json.loads((out / RESULTS).read_text())
     assert res["data_options"]["max_images"] == 8 and res["data_options"]["samples_with_images_capped"] == 1
+    from radbench.tasks.validate import render, validate
+
+    report = validate(registry.get("datasets", "radbench")(), "report", options(root), read_pixels=False)
+    assert report.capped == 1 and report.images_dropped == 1 and report.to_json()["images"]["capped_samples"] == 1
+    assert "capped 1 sample(s) to the image limit" in render(report)
     record = next(p for p in map(json.loads, (out / PREDICTIONS).read_text().splitlines()) if len(p["images"]) == 8)
     assert record["metadata"]["images_capped"]["of"] == 9
