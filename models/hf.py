@@ -240,6 +240,7 @@ def load_checked(
     source: Path | str,
     stale: Sequence[str] = (),
     not_in_checkpoint: Sequence[str] = (),
+    plan: SpreadPlan | None = None,
 ) -> KeyReport:
     """Copy ``state_dict`` into ``module`` after checking every key; a mismatch is one line.
 
@@ -248,6 +249,8 @@ def load_checked(
     checkpoint key must exist in ``module`` with the same shape. ``not_in_checkpoint``: regexes of
     module keys the checkpoint is known not to hold (Flamingo's LM decoder comes from ``lm_path``);
     every other module key must be in the checkpoint. Values are cast to each parameter's dtype.
+    ``plan``: a model built by :func:`empty_init` is filled tensor by tensor onto the devices of a
+    :func:`plan_spread` plan instead of being copied into in place.
     """
     own = module.state_dict()
     report = KeyReport()
@@ -278,9 +281,34 @@ def load_checked(
         problems.append(f"{len(wrong_shape)} keys with the wrong shape: {', '.join(wrong_shape[:4])}")
     if problems:
         raise UsageError(f"model {model!r}: {source} does not match the architecture: {'; '.join(problems)}")
+    if plan is not None:
+        _stream_to_devices(module, usable, own, plan)
+        report.loaded = len(usable)
+        return report
     result = module.load_state_dict(usable, strict=False)
     report.loaded = len(usable) - len(result.unexpected_keys)
     return report
+
+
+def _stream_to_devices(module: torch.nn.Module, usable: Mapping[str, torch.Tensor],
+                       own: Mapping[str, torch.Tensor], plan: SpreadPlan) -> None:
+    """Fill a model built by :func:`empty_init` tensor by tensor, each cast and put on its device.
+
+    Host memory then holds one tensor at a time (plus the memory-mapped file's page cache), not
+    the whole model, which a node loading several split replicas at once could not afford.
+    """
+    from accelerate.utils import set_module_tensor_to_device
+
+    for key, value in usable.items():
+        set_module_tensor_to_device(module, key, plan.device_of(key), value=value, dtype=own[key].dtype)
+    # Building without weights registers a fresh meta tensor per name, so a model whose modules
+    # share one (RadFM's token table) re-ties them itself.
+    tie = getattr(module, "tie_weights", None)
+    if callable(tie):
+        tie()
+    left = [name for name, param in module.named_parameters() if param.device.type == "meta"]
+    if left and all(d.type != "meta" for d in plan.devices):
+        raise RuntimeError(f"weights not in the checkpoint were left unbuilt: {summarize_keys(left)}")
 
 
 @contextmanager
@@ -296,6 +324,26 @@ def fast_init(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device), no_init_weights():
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@contextmanager
+def empty_init(dtype: torch.dtype) -> Iterator[None]:
+    """Build modules with their weights on ``meta`` (no memory) in ``dtype``, buffers real on the CPU.
+
+    For a model split over GPUs: :func:`load_checked` with a plan then puts each checkpoint tensor
+    straight onto its GPU. Buffers computed at construction (rotary frequencies, position ids) keep
+    their values, which a model built wholly on ``meta`` would lose.
+    """
+    from accelerate import init_empty_weights
+    from transformers.initialization import no_init_weights
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with init_empty_weights(include_buffers=False), no_init_weights():
             yield
     finally:
         torch.set_default_dtype(previous)
@@ -615,28 +663,44 @@ def free_gpu_bytes(device: torch.device) -> int:
 HEADROOM = 0.15
 
 
-def spread(
+@dataclass
+class SpreadPlan:
+    """Where each part of a model goes when it is split over several devices (see :func:`plan_spread`)."""
+
+    layers_path: str
+    devices: list[torch.device]
+    device_map: dict[str, torch.device]
+    loose: list[str]  # tensors owned directly by a module on the path to the layers
+    description: dict[str, Any]
+
+    def device_of(self, key: str) -> torch.device:
+        """The device of a parameter or buffer name: its longest prefix in the device map."""
+        parts = key.split(".")
+        for cut in range(len(parts), 0, -1):
+            device = self.device_map.get(".".join(parts[:cut]))
+            if device is not None:
+                return device
+        return self.devices[0]
+
+
+def plan_spread(
     model: torch.nn.Module,
     layers_path: str,
     devices: Sequence[torch.device],
     *,
     name: str,
-    skip_keys: Sequence[str] = (),
     free_bytes: Callable[[torch.device], int] | None = free_gpu_bytes,
-) -> dict[str, Any]:
-    """Split ``model`` over ``devices`` by its decoder layers and return what went where.
+) -> SpreadPlan:
+    """Decide how ``model`` is split over ``devices`` by its decoder layers; moves nothing.
 
     Why not ``infer_auto_device_map``: every module outside the LM's layer stack (vision tower,
     resampler, embeddings, final norm, LM head) stays on ``devices[0]``, the adapter's input
     device. Adapter code that combines those modules' outputs (RadFM's visual rows into the token
     table, Flamingo's media, LLaVA's image features) then never sees two devices, logits come back
     where decoding runs, and only whole decoder layers (never split, so residual streams stay on
-    one device) move. The hooks that carry hidden states between GPUs are accelerate's, as in
-    transformers' own ``device_map`` loading. ``free_bytes=None`` skips the capacity check.
+    one device) move. Works on a model whose weights are still on ``meta`` (sizes only), so the
+    capacity check comes before a long load. ``free_bytes=None`` skips that check.
     """
-    from accelerate import dispatch_model
-    from accelerate.utils import set_module_tensor_to_device
-
     layer_list = model.get_submodule(layers_path)
     sizes = [tensor_bytes(layer) for layer in layer_list]
     fixed = tensor_bytes(model) - sum(sizes)
@@ -654,7 +718,7 @@ def spread(
                     "(gpus_per_replica=K) or a smaller dtype"
                 )
     device_map: dict[str, torch.device] = {}
-    loose: list[str] = []  # tensors owned directly by a module on the path to the layers
+    loose: list[str] = []
     prefix = ""
     parent = model
     for step in layers_path.split("."):
@@ -663,23 +727,36 @@ def spread(
                 device_map[prefix + child_name] = devices[0]
         for tensor_name, _ in [*parent.named_parameters(recurse=False), *parent.named_buffers(recurse=False)]:
             loose.append(prefix + tensor_name)
-            device_map[prefix + tensor_name] = devices[0]  # the coverage check needs them; moved below
+            device_map[prefix + tensor_name] = devices[0]  # the coverage check needs them; moved by dispatch
         parent = getattr(parent, step)
         prefix += step + "."
     for index, part in enumerate(assignment):
         device_map[f"{layers_path}.{index}"] = devices[part]
-    with warnings.catch_warnings():  # accelerate hooks modules only, so it warns about the loose tensors
-        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
-        dispatch_model(model, device_map=device_map, main_device=devices[0], skip_keys=list(skip_keys) or None,
-                       force_hooks=True)
-    for tensor_name in loose:
-        set_module_tensor_to_device(model, tensor_name, devices[0])
     parts = []
     for part, device in enumerate(devices):
         owned = [i for i, a in enumerate(assignment) if a == part]
         span = "none" if not owned else str(owned[0]) if len(owned) == 1 else f"{owned[0]}-{owned[-1]}"
         parts.append({"device": str(device), "layers": span, "weights_mib": round(load[part] / 2**20, 1)})
-    return {"split_by": layers_path, "parts": parts}
+    return SpreadPlan(layers_path, list(devices), device_map, loose, {"split_by": layers_path, "parts": parts})
+
+
+def dispatch(model: torch.nn.Module, plan: SpreadPlan, skip_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Move ``model`` as ``plan`` says and hook every split part; returns the placement to record.
+
+    The hooks that carry hidden states between GPUs are accelerate's, as in transformers' own
+    ``device_map`` loading. Tensors already on their device (streamed there by
+    :func:`load_checked`) stay where they are.
+    """
+    from accelerate import dispatch_model
+    from accelerate.utils import set_module_tensor_to_device
+
+    with warnings.catch_warnings():  # accelerate hooks modules only, so it warns about the loose tensors
+        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
+        dispatch_model(model, device_map=plan.device_map, main_device=plan.devices[0],
+                       skip_keys=list(skip_keys) or None, force_hooks=True)
+    for tensor_name in plan.loose:
+        set_module_tensor_to_device(model, tensor_name, plan.devices[0])
+    return plan.description
 
 
 class CheckpointAdapter(Adapter):
@@ -707,22 +784,22 @@ class CheckpointAdapter(Adapter):
         raise NotImplementedError
 
     def spread(self, devices: Sequence[torch.device] | None, check_memory: bool = True) -> "CheckpointAdapter":
-        """Split the model's decoder layers over ``devices`` (from :func:`parse_placement`); ``None``: no-op.
+        """Split the loaded model's decoder layers over ``devices`` (from :func:`parse_placement`); ``None``: no-op.
 
         ``check_memory=False`` skips the free-memory check (for devices that are not GPUs).
         """
         if not devices:
             return self
-        model, layers_path, lm = self.split_points()
-        skip = sorted(getattr(lm, "_skip_keys_device_placement", None) or ())
-        self.placement = spread(model, layers_path, devices, name=self.name, skip_keys=skip,
-                                free_bytes=free_gpu_bytes if check_memory else None)
-        self.device = devices[0]
-        return self
+        model, layers_path, _ = self.split_points()
+        return self.dispatch(plan_spread(model, layers_path, devices, name=self.name,
+                                         free_bytes=free_gpu_bytes if check_memory else None))
 
-    def decoding_facts(self) -> dict[str, Any]:
-        """Family-specific entries for :meth:`describe` (decoding settings, prompt format, mode)."""
-        return {}
+    def dispatch(self, plan: SpreadPlan) -> "CheckpointAdapter":
+        """Move the model as ``plan`` says (:func:`dispatch`); inputs then start on its first device."""
+        model, _, lm = self.split_points()
+        self.placement = dispatch(model, plan, sorted(getattr(lm, "_skip_keys_device_placement", None) or ()))
+        self.device = plan.devices[0]
+        return self
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -256,6 +256,10 @@ class RadFMModel(nn.Module):
 
         self.lang_model = LlamaForCausalLM(cfg.llama_config())
         self.embedding_layer = MyEmbedding(cfg)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """``embedding_layer.weight`` is the LM's token table (one tensor, both keys in the checkpoint)."""
         self.embedding_layer.weight = self.lang_model.get_input_embeddings().weight
 
 
@@ -312,6 +316,7 @@ def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Ten
 # The adapter
 # ---------------------------------------------------------------------------------------------
 
+LAYERS = "lang_model.model.layers"  # the decoder layers a split model is cut between (device_map=auto)
 ARGS = ("checkpoint", "lm_path", "dtype", "device", "device_map", "gpus", "preset", "seed", "batch_size",
         "full_fingerprint")
 
@@ -348,10 +353,10 @@ class RadFMAdapter(hf.CheckpointAdapter):
             if preset != "tiny-random":
                 raise UsageError(f"model 'radfm': preset={preset!r} is unknown (the only preset is tiny-random)")
             return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed).spread(devices)
-        return cls.from_checkpoint(model_args, device, dtype, batch).spread(devices)
+        return cls.from_checkpoint(model_args, device, dtype, batch, devices)
 
     def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
-        return self.model, "lang_model.model.layers", self.model.lang_model
+        return self.model, LAYERS, self.model.lang_model
 
     @classmethod
     def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
@@ -372,8 +377,14 @@ class RadFMAdapter(hf.CheckpointAdapter):
 
     @classmethod
     def from_checkpoint(cls, model_args: dict[str, str], device: torch.device, dtype: torch.dtype,
-                        max_batch_size: int) -> "RadFMAdapter":
-        """Released weights: ``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder)."""
+                        max_batch_size: int, devices: Sequence[torch.device] | None = None,
+                        check_memory: bool = True) -> "RadFMAdapter":
+        """Released weights: ``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder).
+
+        With ``devices`` (``device_map=auto``) the model is built without weights, split over them
+        (:func:`hf.plan_spread`), and every checkpoint tensor goes straight to its GPU: the 13B
+        model never sits whole in host memory.
+        """
         expected = "RadFM's pytorch_model.bin, unzipped from RadFM.zip/.z01-.z04 on the chaoyi-wu/RadFM model page"
         ckpt = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
         weights = hf.find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "pytorch_model.safetensors",
@@ -387,16 +398,27 @@ class RadFMAdapter(hf.CheckpointAdapter):
         cfg = config_from_folder(lm_dir)
         cfg = replace(cfg, **hf.config_overrides(cls.name, weights.parent, [f.name for f in fields(RadFMConfig)]))
         tokenizer = prepare_tokenizer(hf.load_llama_tokenizer(cls.name, lm_dir), cfg)
-        with hf.fast_init(device, dtype):
-            model = RadFMModel(cfg)
+        plan = None
+        if devices:
+            with hf.empty_init(dtype):
+                model = RadFMModel(cfg)
+            model.tie_weights()  # the empty build registered the shared token table twice
+            plan = hf.plan_spread(model, LAYERS, devices, name=cls.name,
+                                  free_bytes=hf.free_gpu_bytes if check_memory else None)
+        else:
+            with hf.fast_init(device, dtype):
+                model = RadFMModel(cfg)
         report = hf.load_checked(model, hf.load_state_dict(weights, cls.name), model=cls.name, source=weights,
-                                 stale=STALE_KEYS)
+                                 stale=STALE_KEYS, plan=plan)
         full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
         weights_id = hf.cached_file_fingerprint([weights, lm_dir / "tokenizer.model"], full=full)
         fingerprint = hf.stable_fingerprint(cls.name, weights_id, {
             "dtype": hf.DTYPE_NAMES[dtype], "preprocess": preprocess_spec(cfg.image_size).fingerprint()})
         source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "keys": report.to_json()}
-        return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
+        if plan is None:
+            return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
+        adapter = cls(model, tokenizer, cfg, plan.devices[0], dtype, fingerprint, source, max_batch_size)
+        return adapter.dispatch(plan)
 
     def decoding_facts(self) -> dict[str, Any]:
         return {"decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS}}

@@ -206,3 +206,31 @@ def test_cli_run_writes_results(tmp_path: Path) -> None:
     assert results["n_samples"] == 4
     assert results["model"]["fingerprint"].startswith("tiny-")
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_split_released_checkpoint_streams_each_tensor_to_its_device(
+    adapter: radfm.RadFMAdapter, requests_: list[Request], tmp_path: Path
+) -> None:
+    """device_map=auto's loading path: built without weights, each checkpoint tensor put straight on its device."""
+    from tests.support.devices import CPU, META, alternating
+
+    root = _write_released_layout(adapter, tmp_path)
+    whole = radfm.RadFMAdapter.from_args(checkpoint=str(root))
+    args = {"checkpoint": str(root)}
+    devices = alternating(whole, CPU)
+    split = radfm.RadFMAdapter.from_checkpoint(args, CPU, torch.float32, 4, devices=devices, check_memory=False)
+    assert split.fingerprint() == whole.fingerprint() and split.placement["split_by"] == radfm.LAYERS
+    assert split.source["keys"] == whole.source["keys"]
+    assert split.model.embedding_layer.weight is split.model.lang_model.model.embed_tokens.weight  # re-tied
+    assert split.generate(requests_[:3]) == whole.generate(requests_[:3])
+    # with every other layer on meta, those layers' weights never existed in host memory
+    metas = radfm.RadFMAdapter.from_checkpoint(args, CPU, torch.float32, 4, devices=alternating(whole, META),
+                                               check_memory=False)
+    layers = metas.model.get_submodule(radfm.LAYERS)
+    assert [layer.self_attn.q_proj.weight.device for layer in layers] == [META, CPU] * (len(layers) // 2)
+    assert metas.model.lang_model.lm_head.weight.device == CPU
+    assert torch.equal(metas.model.embedding_layer.figure_token_weight, whole.model.embedding_layer.figure_token_weight)
+    rotary = metas.model.lang_model.model.rotary_emb.inv_freq
+    assert rotary.device == CPU and torch.equal(rotary, whole.model.lang_model.model.rotary_emb.inv_freq)
+    # the plan made before any weight existed equals the one made from the loaded model
+    assert whole.spread(devices, check_memory=False).placement == split.placement

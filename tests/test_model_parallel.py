@@ -143,7 +143,7 @@ def test_tensors_owned_along_the_path_to_the_layers_stay_on_the_first_device() -
             self.stack = Stack()
 
     model = Outer()
-    placement = hf.spread(model, "stack.layers", [CPU, META], name="toy", free_bytes=None)
+    placement = hf.dispatch(model, hf.plan_spread(model, "stack.layers", [CPU, META], name="toy", free_bytes=None))
     assert [p["layers"] for p in placement["parts"]] == ["0-1", "2-3"]
     assert model.stack.scale.device == CPU and model.stack.offset.device == CPU and model.stack.head.weight.device == CPU
     assert [layer.weight.device for layer in model.stack.layers] == [CPU, CPU, META, META]
