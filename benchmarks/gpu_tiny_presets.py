@@ -27,7 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Appended, not prepended: on a machine where radbench is installed with --target (a GPU box with
+# no index), the installed package, which maps models/ to radbench.models, must win over the
+# checkout's bare radbench/ folder.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.common import machine, report  # noqa: E402

@@ -440,15 +440,32 @@ def left_pad_embeds(embeds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch
     return out, mask
 
 
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name a transformers model's ``forward`` takes its KV cache under.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (argument and output field). Both
+    are supported: the wrong name would land in ``**kwargs`` unused, and every step after the
+    prompt would then decode without its context.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a transformers forward returned, under either name (see :func:`cache_argument`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 def hf_step(lm: torch.nn.Module) -> Step:
-    """A :func:`greedy_generate` step over a transformers causal LM (cache passed as ``cache=``).
+    """A :func:`greedy_generate` step over a transformers causal LM.
 
     ``position_ids`` are passed only to LMs that take them (MPT uses ALiBi and has none).
     """
     takes_positions = "position_ids" in inspect.signature(lm.forward).parameters
+    cache_name = cache_argument(lm)
 
     def step(input_ids, inputs_embeds, attention_mask, position_ids, cache):  # type: ignore[no-untyped-def]
-        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "cache": cache, "use_cache": True}
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, cache_name: cache, "use_cache": True}
         if takes_positions:
             kwargs["position_ids"] = position_ids
         if inputs_embeds is not None:
@@ -456,7 +473,7 @@ def hf_step(lm: torch.nn.Module) -> Step:
         else:
             kwargs["input_ids"] = input_ids
         out = lm(**kwargs, logits_to_keep=1)
-        return out.logits[:, -1, :], out.cache
+        return out.logits[:, -1, :], returned_cache(out)
 
     return step
 

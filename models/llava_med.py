@@ -353,12 +353,13 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
         images = [p for _, pixels in encoded for p in pixels]  # row order = the order of <image> runs
         pixel_values = (torch.from_numpy(np.stack(images)).to(self.device, self.dtype) if images else None)
         model = self.model
+        cache_name = hf.cache_argument(model)
 
         def step(ids, embeds, attention_mask, position_ids, cache):  # type: ignore[no-untyped-def]
             extra = {"pixel_values": pixel_values} if cache is None and pixel_values is not None else {}
-            out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                        use_cache=True, logits_to_keep=1, **extra)
-            return out.logits[:, -1, :], out.cache
+            out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                        logits_to_keep=1, **{cache_name: cache}, **extra)
+            return out.logits[:, -1, :], hf.returned_cache(out)
 
         new_tokens = hf.greedy_generate(step, input_ids=input_ids, attention_mask=mask, max_new_tokens=limits,
                                         eos_token_ids=[EOS_ID], suppress_token_ids=[self.image_token_id])

@@ -242,10 +242,13 @@ def test_med_flamingo_released_layout_loads(med: fl.MedFlamingoAdapter, requests
             continue
         key = key.replace(".decoder_layer.", ".")
         lm_state[key] = value[:base_vocab] if key in ("model.embed_tokens.weight", "lm_head.weight") else value
-    lm_cfg = tiny.tiny_llama_config(base_vocab, bos_token_id=0, eos_token_id=1, pad_token_id=-1)
+    lm_cfg = tiny.tiny_llama_config(base_vocab, bos_token_id=0, eos_token_id=1, pad_token_id=None)
     lm = LlamaForCausalLM(lm_cfg)
     lm.load_state_dict(lm_state)
     lm.save_pretrained(tmp_path / "llama")
+    # decapoda's config says pad_token_id=-1, which some transformers 5.x refuse to save: written by hand
+    config_file = tmp_path / "llama" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "pad_token_id": -1}))
     tiny.train_sentencepiece(tmp_path / "llama")
     # vision_path: a whole CLIPModel folder, as openai/clip-vit-large-patch14 is
     vcfg = model.vision_encoder.config
