@@ -642,6 +642,12 @@ def parse_placement(model: str, model_args: Mapping[str, str]) -> list[torch.dev
     return [torch.device("cuda", i) for i in indices]
 
 
+def parse_devices(model: str, model_args: Mapping[str, str]) -> tuple[torch.device, list[torch.device] | None]:
+    """``(device to build on, GPUs to split over)``: a split model is built on the CPU, then spread."""
+    devices = parse_placement(model, model_args)
+    return (torch.device("cpu") if devices else parse_device(model, model_args.get("device"))), devices
+
+
 def tensor_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers, a tied tensor counted once."""
     seen: set[int] = set()

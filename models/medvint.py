@@ -354,8 +354,7 @@ class MedVInTAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "MedVInTAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        devices = hf.parse_placement(cls.name, model_args)
-        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
+        device, devices = hf.parse_devices(cls.name, model_args)
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
         mode = model_args.get("mode", "auto")
         if mode not in ("auto", "open"):

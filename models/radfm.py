@@ -344,8 +344,7 @@ class RadFMAdapter(hf.CheckpointAdapter):
     def from_args(cls, **model_args: str) -> "RadFMAdapter":
         hf.check_model_args(cls.name, model_args, ARGS)
         dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        devices = hf.parse_placement(cls.name, model_args)
-        device = torch.device("cpu") if devices else hf.parse_device(cls.name, model_args.get("device"))
+        device, devices = hf.parse_devices(cls.name, model_args)
         batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
         seed = hf.tiny_seed(cls.name, model_args)
         preset = model_args.get("preset")
