@@ -18,18 +18,13 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from radbench.options import cache_root
 from radbench.types import stable_hash
 
 CACHE_LAYOUT = "metrics-v1"
 _BATCH = 500  # SQLite's default limit on bound parameters is 999; stay well under it.
-
-
-def cache_root() -> Path:
-    """radbench's per-user cache (``RADBENCH_CACHE`` overrides it), shared with the demo renderer."""
-    return Path(os.environ.get("RADBENCH_CACHE") or Path.home() / ".cache" / "radbench")
 
 
 def cache_enabled() -> bool:

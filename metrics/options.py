@@ -17,30 +17,21 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from radbench.errors import UsageError
+from radbench.options import parse_bool, parse_kv
+
+__all__ = ["ENV", "parse_bool", "parse_metric_args", "resolve"]
 
 ENV = "RADBENCH_METRIC_ARGS"
-
-
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true/false, got {text!r}")
 
 
 def parse_metric_args(text: str) -> dict[str, dict[str, str]]:
     """``"bertscore.idf=true,umls.backend=hpo"`` -> ``{"bertscore": {"idf": "true"}, "umls": {...}}``."""
     out: dict[str, dict[str, str]] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, eq, value = part.partition("=")
-        group, dot, key = name.strip().partition(".")
-        if not eq or not dot or not group or not key:
-            raise UsageError(f"{ENV}: expected 'group.key=value', got {part!r}")
-        out.setdefault(group, {})[key.strip()] = value.strip()
+    for name, value in parse_kv(text, ENV).items():
+        group, dot, key = name.partition(".")
+        if not dot or not group or not key:
+            raise UsageError(f"{ENV}: expected 'group.key=value', got {name + '=' + value!r}")
+        out.setdefault(group, {})[key] = value
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from radbench import __version__, registry
 from radbench.errors import UsageError
+from radbench.options import parse_kv
 
 METRIC_ARGS_HELP = ("metric settings group.key=value,... (e.g. umls.backend=quickumls,umls.index=DIR or "
                     "bertscore.model=DIR); see docs/metrics.md")
@@ -26,10 +27,8 @@ RATIONALE_TABLE_METRICS = ("diagnosis_hit", "diagnosis_hit_any", "feature_recall
 
 def _parse_gen_kwargs(text: str | None) -> dict[str, Any]:
     """``k=v`` pairs whose values are JSON when they parse as JSON (numbers, booleans), else strings."""
-    from radbench.models.base import parse_model_args
-
     out: dict[str, Any] = {}
-    for key, value in parse_model_args(text).items():
+    for key, value in parse_kv(text, "--gen-kwargs").items():
         try:
             out[key] = json.loads(value)
         except ValueError:

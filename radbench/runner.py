@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from radbench import distributed, images, registry, results, scoring
 from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
-from radbench.models.base import Adapter, parse_model_args
+from radbench.models.base import Adapter
+from radbench.options import parse_kv
 from radbench.progress import Progress
 from radbench.security import redact
 from radbench.store import (
@@ -185,7 +186,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
         raise UsageError(f"dataset {dataset_name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
     metric_ids = scoring.parse_metric_list(config.metrics, getattr(dataset, "default_metrics", None) or task.default_metrics)
     scoring.resolve_metrics(metric_ids)
-    model_args = parse_model_args(config.model_args)
+    model_args = parse_kv(config.model_args, "--model-args")
     trained_on = model_args.pop("trained_on", "unknown")
     _place_replica(config.model, adapter_cls, model_args, world)
 

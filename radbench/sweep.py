@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 from radbench import __version__, compare
 from radbench.errors import UsageError
+from radbench.options import parse_kv
 from radbench.leaderboard import schemas
-from radbench.models.base import parse_model_args
 from radbench.runner import RunConfig, run
 from radbench.store import RESULTS, atomic_write_json
 
@@ -103,7 +103,7 @@ def sweep(
     ``baseline`` is a checkpoint path (evaluated like the others) or an existing run directory.
     """
     found = find_checkpoints(checkpoints)
-    if checkpoint_arg in parse_model_args(config.model_args):
+    if checkpoint_arg in parse_kv(config.model_args, "--model-args"):
         raise UsageError(f"--model-args already sets {checkpoint_arg!r}; the sweep sets it per checkpoint")
 
     def evaluate(ck: Checkpoint, folder: str) -> compare.RunData:

@@ -536,7 +536,7 @@ def test_run_keeps_empty_and_1mb_predictions(tmp_path: Path, capsys: pytest.Capt
      ["--model-args: '=x' is not key=value"]),
     (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--model-args", "a=1,,b=2", "--output", "{out}"],
      ["--model-args: '' is not key=value"]),
-    (["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--model-args", "preset=tiny-random,checkpoint",
+    (["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--model-args", "checkpoint,preset=tiny-random",
       "--output", "{out}"], ["--model-args: 'checkpoint' is not key=value"]),
     (["run", "--model", "retrieval", "--task", "vqa", "--dataset", "demo", "--model-args", "image_weight=heavy",
       "--output", "{out}"], ["image_weight='heavy' is not a number"]),
@@ -545,7 +545,7 @@ def test_run_keeps_empty_and_1mb_predictions(tmp_path: Path, capsys: pytest.Capt
     (["run", "--model", ECHO, "--task", "vqa", "--dataset", "demo", "--model-args", "colour=red", "--output", "{out}"],
      ["unknown --model-args ['colour']"]),
     (["run", "--model", "retrieval", "--task", "vqa", "--dataset", "demo", "--gen-kwargs", "max_new_tokens",
-      "--output", "{out}"], ["'max_new_tokens' is not key=value"]),
+      "--output", "{out}"], ["--gen-kwargs: 'max_new_tokens' is not key=value"]),
 ], ids=["score-task", "score-metric", "dataset", "validate-task", "model", "model-class", "model-args-empty-key",
         "model-args-empty-item", "model-args-no-value", "model-args-not-number", "model-args-out-of-range",
         "model-args-unknown", "gen-kwargs"])

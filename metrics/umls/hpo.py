@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from radbench.errors import UsageError
-from radbench.metrics.cache import cache_root
+from radbench.options import cache_root
 
 BUILDER_VERSION = "1"
 ROOT_TERM = "HP:0000118"  # Phenotypic abnormality

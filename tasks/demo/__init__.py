@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radbench.options import cache_root
 from radbench.tasks.base import DataOptions
 from radbench.tasks.datasets import radfm_files as rf
 from radbench.tasks.datasets.radfm import FileDataset, Part
@@ -52,7 +53,7 @@ LAYOUT: dict[str, tuple[Part, ...]] = {
 
 def cache_dir() -> Path:
     """Where radbench keeps data it renders; ``RADBENCH_CACHE`` overrides the per-user default."""
-    return Path(os.environ.get("RADBENCH_CACHE") or Path.home() / ".cache" / "radbench")
+    return cache_root()
 
 
 def image_root() -> Path:
