@@ -85,8 +85,10 @@ class Accuracy(Metric):
     lower_is_better = ("parse_failure_rate",)
     version = "2"
 
+    SCHEMA = {"min_similarity": float}
+
     def __init__(self, min_similarity: float | None = None) -> None:
-        args = metric_options.resolve(self.group, {"min_similarity": min_similarity}, {"min_similarity": float})
+        args = metric_options.resolve(self.group, {"min_similarity": min_similarity}, self.SCHEMA)
         self.min_similarity = float(args.get("min_similarity", DEFAULT_MIN_SIMILARITY))
 
     def config(self) -> dict[str, Any]:

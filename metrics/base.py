@@ -10,9 +10,12 @@ confidence interval is always of the quantity actually reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from radbench.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,29 @@ class Metric:
     version: str = "1"
     # Ids where a smaller value is better (error and failure rates); every other id is higher-is-better.
     lower_is_better: tuple[str, ...] = ()
+    # Constructor keywords settable from the command line (``--metric-args group.key=value``), each
+    # with the function that converts its string; :meth:`from_settings` applies them.
+    SCHEMA: ClassVar[Mapping[str, Callable[[str], Any]]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str] | None = None) -> Metric:
+        """This metric built from its ``--metric-args`` strings, each converted by ``SCHEMA``.
+
+        An unknown key or a value its converter refuses is a :class:`UsageError` naming ``group.key``.
+        """
+        if not settings:
+            return cls()
+        unknown = sorted(set(settings) - set(cls.SCHEMA))
+        if unknown:
+            raise UsageError(f"metric {cls.group!r}: unknown argument {unknown[0]!r}; "
+                             f"valid: {', '.join(sorted(cls.SCHEMA))}")
+        kwargs: dict[str, Any] = {}
+        for key, raw in settings.items():
+            try:
+                kwargs[key] = cls.SCHEMA[key](raw)
+            except ValueError as exc:
+                raise UsageError(f"--metric-args {cls.group}.{key}: {exc}") from None
+        return cls(**kwargs)
 
     def higher_is_better(self, metric_id: str) -> bool:
         """Direction of ``metric_id``: ``compare`` calls a rise of a lower-is-better metric a regression."""

@@ -82,8 +82,10 @@ class Bleu(Metric):
     ids = ("bleu1", "bleu2", "bleu3", "bleu4")
     version = "1"
 
+    SCHEMA = {"cache": options.parse_bool}
+
     def __init__(self, cache: bool | None = None) -> None:
-        args = options.resolve(self.group, {"cache": cache}, {"cache": options.parse_bool})
+        args = options.resolve(self.group, {"cache": cache}, self.SCHEMA)
         self._cache = args.get("cache", True)
 
     def config(self) -> dict[str, Any]:

@@ -411,8 +411,10 @@ class RationaleText(Metric):
     version = "1"
     lower_is_better = (FALLBACK_ID,)
 
+    SCHEMA = {"cache": options.parse_bool}
+
     def __init__(self, cache: bool | None = None) -> None:
-        args = options.resolve(self.group, {"cache": cache}, {"cache": options.parse_bool})
+        args = options.resolve(self.group, {"cache": cache}, self.SCHEMA)
         self._bleu = Bleu(cache=args.get("cache"))
         self._rouge = Rouge(cache=args.get("cache"))
 

@@ -217,19 +217,19 @@ def print_metric_list(res: dict[str, Any], title: str) -> None:
     Console().print(table)
 
 
-def apply_metric_args(text: str | None) -> None:
-    """``--metric-args group.key=value,...``: the same settings as ``RADBENCH_METRIC_ARGS``, which it extends.
+def metric_settings(text: str | None) -> dict[str, dict[str, str]]:
+    """Metric settings by group: ``RADBENCH_METRIC_ARGS``, then ``--metric-args`` on top of it.
 
-    Metrics read their settings when they are built (in this process or, under torchrun, in every
-    rank, which inherits the environment); each setting that changes numbers is recorded in the
-    metric's configuration in ``results.json``.
+    The one place that reads the environment variable; the settings then travel explicitly to every
+    metric built (a torchrun rank re-runs this command line, so it collects the same settings). Each
+    setting that changes numbers is recorded in the metric's configuration in ``results.json``.
     """
-    if not text:
-        return
     from radbench.metrics.options import ENV, parse_metric_args
 
-    parse_metric_args(text)  # a malformed entry is a one-line error before anything runs
-    os.environ[ENV] = ",".join(part for part in (os.environ.get(ENV, ""), text) if part)
+    merged = parse_metric_args(os.environ.get(ENV, ""))
+    for group, values in parse_metric_args(text or "", "--metric-args").items():
+        merged.setdefault(group, {}).update(values)
+    return merged
 
 
 def _without_launcher(argv: Sequence[str]) -> list[str]:
@@ -248,7 +248,7 @@ def _without_launcher(argv: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from radbench.runner import RunConfig, run
 
-    apply_metric_args(args.metric_args)
+    settings = metric_settings(args.metric_args)  # a malformed entry is a one-line error before anything runs
     if args.launcher == "torchrun":
         import subprocess
 
@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
             model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
             limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
-            **_data_args(args),
+            metric_args=settings, **_data_args(args),
         )
     )
     if res is not None and not args.quiet:  # only rank 0 of a distributed run has results
@@ -293,8 +293,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from radbench.rescore import score_file
 
-    apply_metric_args(args.metric_args)
-    res = score_file(args.predictions, args.task, args.metrics, args.output, args.seed)
+    res = score_file(args.predictions, args.task, args.metrics, args.output, args.seed,
+                     metric_settings(args.metric_args))
     print_metric_list(res, f"radbench scores of {args.predictions}")
     return 0
 
@@ -303,10 +303,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from radbench.runner import RunConfig, run
 
     rows = []
+    settings = metric_settings(None)
     for task in ("vqa", "report", "rationale", "diagnosis"):
         for model in ("majority", "retrieval"):
             res = run(RunConfig(model=model, task=task, dataset="demo", output=args.output / f"{model}-{task}",
-                                quiet=args.quiet))
+                                quiet=args.quiet, metric_args=settings))
             rows.append((model, task, res))
     print_results_table(rows, f"radbench demo (DEMO DATA, NOT A BENCHMARK) -> {args.output}")
     from radbench.leaderboard import build, html
@@ -341,12 +342,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from radbench.runner import RunConfig
     from radbench.sweep import print_trend, sweep
 
-    apply_metric_args(args.metric_args)
     config = RunConfig(
         model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
         model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
         limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
-        **_data_args(args),
+        metric_args=metric_settings(args.metric_args), **_data_args(args),
     )
     trend = sweep(config, args.checkpoints, args.checkpoint_arg, args.baseline, args.min_effect, args.iterations)
     print_trend(trend)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from radbench.errors import UsageError
@@ -18,6 +19,8 @@ from radbench.errors import UsageError
 _KEY = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*=")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
+# Metric settings by group, values unparsed: ``{"bertscore": {"model": "/models/roberta"}, ...}``.
+MetricSettings = Mapping[str, Mapping[str, str]]
 
 
 def parse_kv(text: str | None, what: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 from radbench import results, scoring
 from radbench.errors import UsageError
 from radbench.metrics.base import ScoreInput
+from radbench.options import MetricSettings
 from radbench.runner import load_task
 from radbench.store import RESULTS, SCORES, read_jsonl, write_jsonl
 from radbench.types import stable_hash
@@ -112,7 +113,8 @@ def _record_problem(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def score_file(path: Path, task_name: str, metrics: str | None, output: Path, seed: int) -> dict[str, Any]:
+def score_file(path: Path, task_name: str, metrics: str | None, output: Path, seed: int,
+               metric_args: MetricSettings | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     task = load_task(task_name)
@@ -134,7 +136,7 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
                           str(rec.get("question", "")), str(rec.get("dataset") or ""), dict(rec.get("metadata") or {}))
         cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
         scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
-    report = scoring.score(scored, metric_ids, seed=seed)
+    report = scoring.score(scored, metric_ids, seed=seed, settings=metric_args)
     output.mkdir(parents=True, exist_ok=True)
     write_jsonl(output / SCORES, report.records)
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -64,6 +64,8 @@ class RunConfig:
     allow_outside_root: bool = False
     window: str | None = None
     max_images: int | None = None
+    # --metric-args by metric group (radbench.metrics.options.MetricSettings), collected by the CLI.
+    metric_args: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def data_options(self) -> DataOptions:
         return DataOptions(self.data_root, DataOptions.parse_image_roots(self.image_roots), self.prompts, self.strict,
@@ -185,7 +187,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     if task.name not in dataset.tasks:
         raise UsageError(f"dataset {dataset_name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
     metric_ids = scoring.parse_metric_list(config.metrics, getattr(dataset, "default_metrics", None) or task.default_metrics)
-    scoring.resolve_metrics(metric_ids)
+    scoring.resolve_metrics(metric_ids, config.metric_args)
     model_args = parse_kv(config.model_args, "--model-args")
     trained_on = model_args.pop("trained_on", "unknown")
     _place_replica(config.model, adapter_cls, model_args, world)
@@ -413,7 +415,7 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         )
         for s, rec in zip(p.samples, records)
     ]
-    report = scoring.score(scored, p.metric_ids, seed=config.seed)
+    report = scoring.score(scored, p.metric_ids, seed=config.seed, settings=config.metric_args)
     write_jsonl(config.output / SCORES, report.records)
     failed = {s.id: rec["error"] for s, rec in zip(p.samples, records) if rec.get("error") is not None}
     provenance = {

@@ -16,6 +16,7 @@ import numpy as np
 from radbench import registry
 from radbench.errors import UsageError
 from radbench.metrics.base import Metric, ScoreInput
+from radbench.options import MetricSettings
 from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, apply_draws, cluster_draws, percentile_ci
 
 
@@ -38,14 +39,18 @@ class ScoreReport:
     bootstrap: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_metrics(metric_ids: Sequence[str]) -> dict[str, Metric]:
-    """Metric objects by group for the requested ids (validated before any model is loaded)."""
+def resolve_metrics(metric_ids: Sequence[str], settings: MetricSettings | None = None) -> dict[str, Metric]:
+    """Metric objects by group for the requested ids (validated before any model is loaded).
+
+    ``settings`` holds each group's ``--metric-args`` strings; a group without settings is built
+    with its defaults.
+    """
+    settings = settings or {}
     groups: dict[str, Metric] = {}
     for metric_id in metric_ids:
         group = registry.metric_group(metric_id)
         if group not in groups:
-            metric_cls = registry.get("metrics", group)
-            groups[group] = metric_cls()
+            groups[group] = registry.get("metrics", group).from_settings(settings.get(group))
             if metric_id not in groups[group].ids:
                 raise UsageError(f"metric {metric_id!r}: registered metric {group!r} does not produce it")
     return groups
@@ -92,8 +97,9 @@ def score(
     metric_ids: Sequence[str],
     seed: int = 0,
     iterations: int = DEFAULT_ITERATIONS,
+    settings: MetricSettings | None = None,
 ) -> ScoreReport:
-    groups = resolve_metrics(metric_ids)
+    groups = resolve_metrics(metric_ids, settings)
     # ``cluster`` is kept per record so a later paired comparison (radbench compare) can resample
     # patients or studies, not rows, without the dataset at hand.
     records: list[dict[str, Any]] = [

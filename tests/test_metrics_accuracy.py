@@ -95,11 +95,9 @@ def test_open_answers_get_exact_match_and_token_recall_not_accuracy() -> None:
     assert metric.aggregate("accuracy", records) is None
 
 
-def test_min_similarity_comes_from_metric_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "accuracy.min_similarity=0.99")
-    metric = Accuracy()
+def test_min_similarity_comes_from_metric_arguments() -> None:
+    metric = Accuracy.from_settings({"min_similarity": "0.99"})
     assert metric.config()["min_similarity"] == 0.99
     assert metric.score([closed("ultrasund", "Ultrasound", MODALITIES)])[0]["parse_failure_rate"] == 1.0
-    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "accuracy.threshold=0.99")
     with pytest.raises(UsageError, match="unknown argument 'threshold'"):
-        Accuracy()
+        Accuracy.from_settings({"threshold": "0.99"})

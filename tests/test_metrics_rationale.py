@@ -214,11 +214,10 @@ def test_key_terms_stand_in_for_features_the_vocabulary_lacks(metric: Rationale)
     assert bad["laterality_error_rate"] == 1.0 and bad["negation_error_rate"] == 0.5
 
 
-def test_term_overlap_is_an_argument(metric: Rationale, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_term_overlap_is_an_argument(metric: Rationale) -> None:
     kwargs = {"features": ["Hyperdense focal lesion in the left cerebral hemisphere."], "article": ""}
     assert one(metric, "Hyperdense lesion, left hemisphere.", **kwargs)["feature_recall"] == 1.0
-    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "rationale.term_overlap=1,rationale.cache=false")
-    strict = Rationale()
+    strict = Rationale.from_settings({"term_overlap": "1", "cache": "false"})
     assert strict.term_overlap == 1.0 and strict.config()["term_overlap"] == 1.0
     assert one(strict, "Hyperdense lesion, left hemisphere.", **kwargs)["feature_recall"] == 0.0
     with pytest.raises(UsageError, match="term_overlap"):

@@ -55,11 +55,10 @@ def test_every_registered_metric_id_is_produced_by_its_group() -> None:
         assert metric_id in registry.get("metrics", group).ids, metric_id
 
 
-def test_metric_arguments_are_parsed_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metric_arguments_are_parsed_and_checked() -> None:
     assert options.parse_metric_args("bertscore.idf=true, umls.backend=hpo,") == {
         "bertscore": {"idf": "true"}, "umls": {"backend": "hpo"}}
     with pytest.raises(UsageError, match="group.key=value"):
         options.parse_metric_args("idf=true")
-    monkeypatch.setenv(options.ENV, "bertscore.num_layers=six")
     with pytest.raises(UsageError, match="bertscore.num_layers"):
-        options.resolve("bertscore", {}, {"num_layers": int})
+        registry.get("metrics", "bertscore").from_settings({"num_layers": "six"})

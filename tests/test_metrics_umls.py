@@ -117,13 +117,12 @@ def test_quickumls_never_downloads_and_uses_the_shipped_stopwords(index: Path, m
     assert [cui for _, _, cui in extractor.spans("Cardiomegaly.")] == [CARDIOMEGALY]
 
 
-def test_user_quickumls_index_backend(index: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_user_quickumls_index_backend(index: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="needs umls.index"):
         Umls(backend="quickumls")
     with pytest.raises(UsageError, match="not a QuickUMLS index"):
         Umls(backend="quickumls", index=str(tmp_path))
-    monkeypatch.setenv("RADBENCH_METRIC_ARGS", f"umls.backend=quickumls,umls.index={index / 'quickumls'}")
-    user = Umls(cache=False)
+    user = Umls.from_settings({"backend": "quickumls", "index": str(index / "quickumls"), "cache": "false"})
     assert user.config()["backend"] == "quickumls" and user.config()["semtypes"] == "quickumls-default"
     # QuickUMLS's default semantic types include T047, the type every HPO row carries.
     assert concepts(user, TARGET) == {(PNEUMOTHORAX, True), (CARDIOMEGALY, False), (PLEURAL_EFFUSION, False)}

@@ -82,3 +82,23 @@ def test_metric_args_reach_the_metric_and_its_recorded_config(tmp_path: Path, mo
     monkeypatch.setenv("RADBENCH_METRIC_ARGS", "")
     assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o2"),
                  "--metric-args", "accuracy"]) == 2
+
+
+def test_the_environment_variable_is_read_by_the_command_line_and_passed_down(tmp_path: Path, monkeypatch) -> None:
+    """``RADBENCH_METRIC_ARGS`` reaches the metric through the CLI; ``--metric-args`` overrides it per key,
+    and code below the CLI (scoring, rescore) takes settings only as arguments."""
+    from radbench.rescore import score_file
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "prediction": "left", "reference": "right", "options": ["left", "right"]})
+                    + "\n")
+    monkeypatch.setenv("RADBENCH_METRIC_ARGS", "accuracy.min_similarity=0.8")
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "env")]) == 0
+    assert json.loads((tmp_path / "env" / RESULTS).read_text())["metric_configs"]["accuracy"]["min_similarity"] == 0.8
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "both"),
+                 "--metric-args", "accuracy.min_similarity=0.95"]) == 0
+    assert json.loads((tmp_path / "both" / RESULTS).read_text())["metric_configs"]["accuracy"]["min_similarity"] == 0.95
+    direct = score_file(path, "diagnosis", None, tmp_path / "direct", 0)
+    default = score_file(path, "diagnosis", None, tmp_path / "explicit", 0, {"accuracy": {"min_similarity": "0.7"}})
+    assert direct["metric_configs"]["accuracy"]["min_similarity"] != 0.8
+    assert default["metric_configs"]["accuracy"]["min_similarity"] == 0.7
