@@ -100,7 +100,7 @@ def split_check(name: str, requests: list, device: str, dtype: str) -> None:
     import torch
 
     from radbench import registry
-    from radbench.models import hf
+    from radbench.models import placement
 
     cls = registry.get("models", name)
     requests = [r for r in requests if r.images] if "flamingo" in name else requests
@@ -113,10 +113,10 @@ def split_check(name: str, requests: list, device: str, dtype: str) -> None:
     else:
         first = second = torch.device("cpu")
     model, path, _ = split.split_points()
-    sizes = [hf.tensor_bytes(layer) for layer in model.get_submodule(path)]
+    sizes = [placement.tensor_bytes(layer) for layer in model.get_submodule(path)]
     parts = 8 * len(sizes)  # one layer per part; even layers on the second device
     devices = [first] * parts
-    for index, part in enumerate(hf.split_layers(hf.tensor_bytes(model) - sum(sizes), sizes, parts)):
+    for index, part in enumerate(placement.split_layers(placement.tensor_bytes(model) - sum(sizes), sizes, parts)):
         if index % 2 == 0:
             devices[part] = second
     split.spread(devices, check_memory=False)

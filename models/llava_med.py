@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,14 +58,15 @@ import torch
 
 from radbench import images
 from radbench.errors import UsageError
-from radbench.models import hf
+from radbench.models import decoding, loading, tiny
+from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.checkpoint import Build, CheckpointAdapter
+from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
 from radbench.types import ImageRef, Request, Turn
 
 IMAGE_TOKEN = "<image>"
 DEFAULT_MAX_NEW_TOKENS = 1024  # model_vqa.py
 EOS_ID = 2
-ARGS = ("checkpoint", "vision_path", "dtype", "device", "device_map", "gpus", "preset", "seed", "batch_size", "slices",
-        "full_fingerprint")
 # Checkpoint keys with no counterpart in LlavaForConditionalGeneration, dropped silently: CLIP's
 # position_ids buffer (saved by transformers 4.36) and rotary caches.
 STALE_KEYS = (r".*position_ids$", r".*rotary_emb\.inv_freq$")
@@ -129,9 +130,9 @@ def load_vision_path(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     """A local CLIP folder (``CLIPModel`` or ``CLIPVisionModel`` files) -> its vision config and weights."""
     from transformers import CLIPVisionConfig
 
-    weights = hf.find_in("llava-med", "vision_path", folder, ("model.safetensors", "pytorch_model.bin"),
+    weights = find_in("llava-med", "vision_path", folder, ("model.safetensors", "pytorch_model.bin"),
                          "a CLIP folder with model.safetensors or pytorch_model.bin")
-    raw = hf.load_state_dict(weights, "llava-med")
+    raw = loading.load_state_dict(weights, "llava-med")
     state = {}
     for key, value in raw.items():
         if key.startswith(("text_model.", "visual_projection", "text_projection", "logit_scale")):
@@ -224,93 +225,73 @@ def tokenize_with_images(tokenizer: Any, prompt: str, image_token_id: int, image
 # -- the adapter ------------------------------------------------------------------------------------
 
 
-class LlavaMedAdapter(hf.CheckpointAdapter):
+@dataclass(frozen=True)
+class LlavaMedArgs(CheckpointArgs):
+    """``checkpoint=`` the released folder; ``vision_path=`` a local CLIP ViT-L/14-336 folder (default:
+    the tower inside the shards); ``slices=`` which slices of a 3D study are shown (middle, even:K, all)."""
+
+    vision_path: str | None = None
+    slices: str = "middle"
+
+
+class LlavaMedAdapter(CheckpointAdapter):
     """LLaVA-Med v1.5 through ``LlavaForConditionalGeneration``; see the module docstring."""
 
     name = "llava-med"
     version = "1"
+    Args = LlavaMedArgs
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype, fingerprint: str,
-                 source: dict[str, Any], max_batch_size: int, spec: images.Preprocess) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
-        self._fingerprint = fingerprint
-        self.source = source
-        self.max_batch_size = max_batch_size
-        self.spec = spec
+    def __init__(self, model: Any, tokenizer: Any, build: Build, fingerprint: str, source: dict[str, Any],
+                 spec: images.Preprocess) -> None:
+        super().__init__(model, tokenizer, build, fingerprint, source, spec)
         self.image_token_id = model.config.image_token_id
         self.image_tokens = model.config.image_seq_length
-
-    @classmethod
-    def from_args(cls, **model_args: str) -> "LlavaMedAdapter":
-        hf.check_model_args(cls.name, model_args, ARGS)
-        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device, devices = hf.parse_devices(cls.name, model_args)
-        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
-        preset = model_args.get("preset")
-        if preset:
-            if preset != "tiny-random":
-                raise UsageError(f"model 'llava-med': preset={preset!r} is unknown (the only preset is tiny-random)")
-            seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed,
-                                   slices=model_args.get("slices", "middle")).spread(devices)
-        if "seed" in model_args:
-            raise UsageError("model 'llava-med': seed= applies only to preset=tiny-random")
-        return cls.from_checkpoint(model_args, device, dtype, batch).spread(devices)
 
     def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
         return self.model, "model.language_model.layers", self.model
 
     @classmethod
-    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 4, seed: int = 0, slices: str = "middle") -> "LlavaMedAdapter":
+    def build_tiny(cls, args: LlavaMedArgs, build: Build) -> "LlavaMedAdapter":
         """The same architecture at toy sizes (CLIP 64-wide on 28 px, Mistral 64-wide), seeded."""
         from transformers import LlavaForConditionalGeneration
-
-        from radbench.models import tiny
 
         tokenizer = prepare_tokenizer(tiny.tiny_llama_tokenizer(cls.name))
         meta = tiny_meta(len(tokenizer) - 1)
         vision = tiny.tiny_clip_vision_config(hidden_size=64, intermediate_size=64, num_attention_heads=1)
         config = llava_config(meta, vision, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-        with tiny.seeded(seed):
+        with tiny.seeded(build.seed):
             model = LlavaForConditionalGeneration(config)
         zero_image_row(model, config.image_token_id)
-        model.to(device=device, dtype=dtype)
-        spec = preprocess_spec(vision.image_size, pad=True, slices=slices)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**config.to_dict(), "dtype": hf.DTYPE_NAMES[dtype],
-                                                       "preprocess": spec.fingerprint()}, seed)
-        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
-                   max_batch_size, spec)
+        model.to(device=build.device, dtype=build.dtype)
+        spec = preprocess_spec(vision.image_size, pad=True, slices=args.slices)
+        fingerprint = cls.tiny_identity(config.to_dict(), build, spec)
+        return cls(model, tokenizer, build, fingerprint, {"preset": "tiny-random", "seed": build.seed}, spec)
 
     @classmethod
-    def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
-                        max_batch_size: int) -> "LlavaMedAdapter":
+    def load_released(cls, args: LlavaMedArgs, build: Build) -> "LlavaMedAdapter":
         """``checkpoint=`` the folder of ``microsoft/llava-med-v1.5-mistral-7b`` (shards, config, tokenizer)."""
         from transformers import LlavaForConditionalGeneration
 
         expected = "the microsoft/llava-med-v1.5-mistral-7b folder (config.json, model-*.safetensors, tokenizer.model)"
-        folder = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
+        folder = require_file(cls.name, "checkpoint", args.checkpoint, expected)
         folder = folder if folder.is_dir() else folder.parent
-        config_file = hf.find_in(cls.name, "checkpoint", folder, ("config.json",), expected)
+        config_file = find_in(cls.name, "checkpoint", folder, ("config.json",), expected)
         meta = json.loads(config_file.read_text())
         if meta.get("model_type") not in ("llava_mistral", "llava_llama", "llava"):
             raise UsageError(f"model 'llava-med': {config_file} has model_type={meta.get('model_type')!r}, "
                              "expected llava_mistral (the original LLaVA-Med release, not a llava-hf conversion)")
         shards = checkpoint_shards(folder)
-        tokenizer = prepare_tokenizer(hf.load_llama_tokenizer(cls.name, folder))
+        tokenizer = prepare_tokenizer(load_llama_tokenizer(cls.name, folder))
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if image_token_id != int(meta.get("vocab_size", image_token_id)):
             raise UsageError(f"model 'llava-med': tokenizer has {image_token_id} tokens but config.json says "
                              f"vocab_size={meta.get('vocab_size')}")
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(convert_state_dict(hf.load_state_dict(shard, cls.name)))
+            state.update(convert_state_dict(loading.load_state_dict(shard, cls.name)))
         files = [*shards, config_file, folder / "tokenizer.model"]
-        if model_args.get("vision_path"):
-            vision_dir = hf.require_file(cls.name, "vision_path", model_args["vision_path"], "a local CLIP ViT-L/14-336 folder")
+        if args.vision_path:
+            vision_dir = require_file(cls.name, "vision_path", args.vision_path, "a local CLIP ViT-L/14-336 folder")
             vision, vision_state = load_vision_path(vision_dir)
             state = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")} | vision_state
             files += sorted(p for p in (vision_dir if vision_dir.is_dir() else vision_dir.parent).iterdir() if p.is_file())
@@ -320,17 +301,15 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
         for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
             if key in state and state[key].shape[0] == image_token_id:  # grow by the zero <image> row
                 state[key] = torch.cat([state[key], state[key].new_zeros((1, state[key].shape[1]))])
-        with hf.fast_init(device, dtype):
+        with loading.fast_init(build.device, build.dtype):
             model = LlavaForConditionalGeneration(config)
-        report = hf.load_checked(model, state, model=cls.name, source=folder, stale=STALE_KEYS)
+        report = loading.load_checked(model, state, model=cls.name, source=folder, stale=STALE_KEYS)
         spec = preprocess_spec(vision.image_size, pad=meta.get("image_aspect_ratio", "pad") == "pad",
-                               slices=model_args.get("slices", "middle"))
-        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
-        fingerprint = hf.stable_fingerprint(cls.name, hf.cached_file_fingerprint(files, full=full), {
-            "dtype": hf.DTYPE_NAMES[dtype], "preprocess": spec.fingerprint()})
-        source = {"checkpoint": str(folder), "vision": model_args.get("vision_path") or "inside the shards",
+                               slices=args.slices)
+        fingerprint = cls.weights_identity(files, args, build, spec)
+        source = {"checkpoint": str(folder), "vision": args.vision_path or "inside the shards",
                   "keys": report.to_json()}
-        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, spec)
+        return cls(model, tokenizer, build, fingerprint, source, spec)
 
     def decoding_facts(self) -> dict[str, Any]:
         return {
@@ -346,21 +325,21 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
         encoded = [self.encode(r) for r in requests]
-        input_ids, mask = hf.left_pad([ids for ids, _ in encoded], pad_id=0, device=self.device)
+        input_ids, mask = decoding.left_pad([ids for ids, _ in encoded], pad_id=0, device=self.device)
         images = [p for _, pixels in encoded for p in pixels]  # row order = the order of <image> runs
         pixel_values = (torch.from_numpy(np.stack(images)).to(self.device, self.dtype) if images else None)
         model = self.model
-        cache_name = hf.cache_argument(model)
+        cache_name = decoding.cache_argument(model)
 
         def step(ids, embeds, attention_mask, position_ids, cache):  # type: ignore[no-untyped-def]
             extra = {"pixel_values": pixel_values} if cache is None and pixel_values is not None else {}
             out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                         logits_to_keep=1, **{cache_name: cache}, **extra)
-            return out.logits[:, -1, :], hf.returned_cache(out)
+            return out.logits[:, -1, :], decoding.returned_cache(out)
 
-        new_tokens = hf.greedy_generate(step, input_ids=input_ids, attention_mask=mask, max_new_tokens=limits,
+        new_tokens = decoding.greedy_generate(step, input_ids=input_ids, attention_mask=mask, max_new_tokens=limits,
                                         eos_token_ids=[EOS_ID], suppress_token_ids=[self.image_token_id])
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
@@ -368,8 +347,8 @@ class LlavaMedAdapter(hf.CheckpointAdapter):
 def prepare_tokenizer(tokenizer: Any) -> Any:
     """Add ``<image>`` after the base vocabulary (id 32000 for the released tokenizer)."""
     base = len(tokenizer)
-    hf.add_special_tokens(tokenizer, [IMAGE_TOKEN], strip=False)
-    hf.assert_token_ids("llava-med", tokenizer, {IMAGE_TOKEN: base})
+    add_special_tokens(tokenizer, [IMAGE_TOKEN], strip=False)
+    assert_token_ids("llava-med", tokenizer, {IMAGE_TOKEN: base})
     return tokenizer
 
 

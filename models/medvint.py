@@ -42,7 +42,7 @@ import copy
 import json
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -52,15 +52,16 @@ from torch import nn
 
 from radbench import images
 from radbench.errors import SampleError, UsageError
-from radbench.models import hf
+from radbench.models import decoding, loading, tiny
+from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.checkpoint import Build, CheckpointAdapter
+from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.types import Request
 
 DEFAULT_MAX_NEW_TOKENS = 50  # generate_long_sentence
 EOS_IDS = (1, 2)  # trained with eos_token_id=1 appended; 2 is LLaMA's own
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LM_PREFIX = "llamacasual.base_model.model."
-ARGS = ("checkpoint", "tokenizer_path", "heads", "lora_alpha", "mode", "dtype", "device", "device_map", "gpus",
-        "preset", "seed", "batch_size", "slices", "full_fingerprint")
 # Saved by transformers 4.28 as buffers; recomputed by today's LlamaRotaryEmbedding.
 STALE_KEYS = (r".*rotary_emb\.inv_freq$",)
 
@@ -330,103 +331,82 @@ def letter_continuations(tokenizer: Any, prompt_ids: Sequence[int], prompt: str,
 # -- the adapter --------------------------------------------------------------------------------------
 
 
-class MedVInTAdapter(hf.CheckpointAdapter):
+@dataclass(frozen=True)
+class MedVInTArgs(CheckpointArgs):
+    """``checkpoint=`` a MedVInT-TD ``pytorch_model.bin`` (or its folder); ``tokenizer_path=`` PMC-LLaMA's tokenizer.
+
+    ``mode=auto`` scores answer options by their letters' logits, ``mode=open`` generates;
+    ``slices=`` which slices of a 3D study become visual prefixes (middle, even:K, all).
+    """
+
+    tokenizer_path: str | None = None
+    heads: int = field(default=8, metadata={"minimum": 1})
+    lora_alpha: float = 32.0
+    mode: str = "auto"
+    slices: str = "middle"
+
+    def check(self, model: str) -> None:
+        if self.mode not in ("auto", "open"):
+            raise UsageError(f"model 'medvint': mode={self.mode!r}; use auto (options scored by logits) or open")
+
+
+class MedVInTAdapter(CheckpointAdapter):
     """MedVInT-TD behind ``generate()``; see the module docstring for what is the authors' and what not."""
 
     name = "medvint"
     version = "1"
+    Args = MedVInTArgs
 
-    def __init__(self, model: MedVInTModel, tokenizer: Any, device: torch.device, dtype: torch.dtype,
-                 fingerprint: str, source: dict[str, Any], max_batch_size: int, mode: str, spec: images.Preprocess) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+    def __init__(self, model: MedVInTModel, tokenizer: Any, build: Build, fingerprint: str, source: dict[str, Any],
+                 mode: str, spec: images.Preprocess) -> None:
+        super().__init__(model, tokenizer, build, fingerprint, source, spec)
         self.cfg = model.cfg
-        self.device = device
-        self.dtype = dtype
-        self._fingerprint = fingerprint
-        self.source = source
-        self.max_batch_size = max_batch_size
         self.mode = mode
-        self.spec = spec
-        self._step = hf.hf_step(model.lm)
-
-    @classmethod
-    def from_args(cls, **model_args: str) -> "MedVInTAdapter":
-        hf.check_model_args(cls.name, model_args, ARGS)
-        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device, devices = hf.parse_devices(cls.name, model_args)
-        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
-        mode = model_args.get("mode", "auto")
-        if mode not in ("auto", "open"):
-            raise UsageError(f"model 'medvint': mode={mode!r}; use auto (options scored by logits) or open")
-        preset = model_args.get("preset")
-        if preset:
-            if preset != "tiny-random":
-                raise UsageError(f"model 'medvint': preset={preset!r} is unknown (the only preset is tiny-random)")
-            seed = hf.parse_int(cls.name, "seed", model_args.get("seed"), 0, minimum=0)
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed, mode=mode,
-                                   slices=model_args.get("slices", "middle")).spread(devices)
-        if "seed" in model_args:
-            raise UsageError("model 'medvint': seed= applies only to preset=tiny-random")
-        return cls.from_checkpoint(model_args, device, dtype, batch, mode).spread(devices)
+        self._step = decoding.hf_step(model.lm)
 
     def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
         return self.model, "lm.model.layers", self.model.lm
 
     @classmethod
-    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 4, seed: int = 0, mode: str = "auto",
-                    slices: str = "middle") -> "MedVInTAdapter":
-        """The same architecture at toy sizes (§7.5: ResNet width 8, 4 queries, 64-wide LLaMA), seeded."""
-        from radbench.models import tiny
-
+    def build_tiny(cls, args: MedVInTArgs, build: Build) -> "MedVInTAdapter":
+        """The same architecture at toy sizes (ResNet width 8, 4 queries, 64-wide LLaMA), seeded."""
         tokenizer = tiny.tiny_llama_tokenizer(cls.name)
         cfg = MedVInTConfig.tiny(len(tokenizer))
-        with tiny.seeded(seed):
+        with tiny.seeded(build.seed):
             model = MedVInTModel(cfg)
             randomize_batchnorm(model)
-        model.to(device=device, dtype=dtype)
-        spec = preprocess_spec(cfg.image_size, slices)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype], "mode": mode,
-                                                       "preprocess": spec.fingerprint()}, seed)
-        return cls(model, tokenizer, device, dtype, fingerprint, {"preset": "tiny-random", "seed": seed},
-                   max_batch_size, mode, spec)
+        model.to(device=build.device, dtype=build.dtype)
+        spec = preprocess_spec(cfg.image_size, args.slices)
+        fingerprint = cls.tiny_identity(asdict(cfg), build, spec, mode=args.mode)
+        return cls(model, tokenizer, build, fingerprint, {"preset": "tiny-random", "seed": build.seed}, args.mode, spec)
 
     @classmethod
-    def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
-                        max_batch_size: int, mode: str) -> "MedVInTAdapter":
+    def load_released(cls, args: MedVInTArgs, build: Build) -> "MedVInTAdapter":
         """``checkpoint=`` a MedVInT-TD ``pytorch_model.bin`` (or its folder); ``tokenizer_path=`` PMC-LLaMA's tokenizer."""
         expected = "MedVInT-TD's pytorch_model.bin (xmcmic/MedVInT-TD, VQA_lora_PMC_LLaMA_PMCCLIP/<choice|blank>/checkpoint-*)"
-        ckpt = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
-        weights = hf.find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "model.safetensors"), expected)
-        tok_dir = hf.require_file(cls.name, "tokenizer_path", model_args.get("tokenizer_path"),
-                                  "the PMC-LLaMA (LLaMA-1) tokenizer folder with tokenizer.model")
+        ckpt = require_file(cls.name, "checkpoint", args.checkpoint, expected)
+        weights = find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "model.safetensors"), expected)
+        tok_dir = require_file(cls.name, "tokenizer_path", args.tokenizer_path,
+                               "the PMC-LLaMA (LLaMA-1) tokenizer folder with tokenizer.model")
         tok_dir = tok_dir if tok_dir.is_dir() else tok_dir.parent
-        tokenizer = hf.load_llama_tokenizer(cls.name, tok_dir)
+        tokenizer = load_llama_tokenizer(cls.name, tok_dir)
         lm_json_path = tok_dir / "config.json"
         lm_json = json.loads(lm_json_path.read_text()) if lm_json_path.is_file() else {}
-        heads = hf.parse_int(cls.name, "heads", model_args.get("heads"), 8)
-        try:
-            alpha = float(model_args.get("lora_alpha", "32"))
-        except ValueError:
-            raise UsageError(f"model 'medvint': lora_alpha={model_args['lora_alpha']!r} is not a number") from None
-        state, merged = convert_state_dict(hf.load_state_dict(weights, cls.name), alpha)
-        cfg = config_from_state(state, heads, lm_json)
+        state, merged = convert_state_dict(loading.load_state_dict(weights, cls.name), args.lora_alpha)
+        cfg = config_from_state(state, args.heads, lm_json)
         if cfg.vocab_size != len(tokenizer):
             raise UsageError(f"model 'medvint': the checkpoint has {cfg.vocab_size} token rows, the tokenizer in "
                              f"{tok_dir} {len(tokenizer)}")
-        with hf.fast_init(device, dtype):
+        with loading.fast_init(build.device, build.dtype):
             model = MedVInTModel(cfg)
-        report = hf.load_checked(model, state, model=cls.name, source=weights, stale=STALE_KEYS)
-        spec = preprocess_spec(cfg.image_size, model_args.get("slices", "middle"))
-        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
+        report = loading.load_checked(model, state, model=cls.name, source=weights, stale=STALE_KEYS)
+        spec = preprocess_spec(cfg.image_size, args.slices)
         files = [weights, tok_dir / "tokenizer.model"] + ([lm_json_path] if lm_json else [])
-        fingerprint = hf.stable_fingerprint(cls.name, hf.cached_file_fingerprint(files, full=full), {
-            "dtype": hf.DTYPE_NAMES[dtype], "heads": heads, "lora_alpha": alpha, "mode": mode,
-            "preprocess": spec.fingerprint()})
+        fingerprint = cls.weights_identity(files, args, build, spec, heads=args.heads, lora_alpha=args.lora_alpha,
+                                           mode=args.mode)
         source = {"checkpoint": str(weights), "tokenizer_path": str(tok_dir), "lora_pairs_merged": merged,
                   "keys": report.to_json()}
-        return cls(model, tokenizer, device, dtype, fingerprint, source, max_batch_size, mode, spec)
+        return cls(model, tokenizer, build, fingerprint, source, args.mode, spec)
 
     def decoding_facts(self) -> dict[str, Any]:
         options = "next-token logits of the option letters" if self.mode == "auto" else "generated"
@@ -467,10 +447,10 @@ class MedVInTAdapter(hf.CheckpointAdapter):
         return out
 
     def _generate_open(self, requests: Sequence[Request]) -> list[str]:
-        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
         embeds = [self.embed(r, self.tokenizer(render_prompt(r, choice=False))["input_ids"]) for r in requests]
-        inputs_embeds, mask = hf.left_pad_embeds(embeds)
-        new_tokens = hf.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+        inputs_embeds, mask = decoding.left_pad_embeds(embeds)
+        new_tokens = decoding.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
                                         max_new_tokens=limits, eos_token_ids=list(EOS_IDS), pad_token_id=0)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
@@ -483,7 +463,7 @@ class MedVInTAdapter(hf.CheckpointAdapter):
             common, firsts = letter_continuations(self.tokenizer, ids, prompt, len(request.options))
             embeds.append(self.embed(request, list(ids) + common))
             letters.append(firsts)
-        inputs_embeds, mask = hf.left_pad_embeds(embeds)
+        inputs_embeds, mask = decoding.left_pad_embeds(embeds)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model.lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
                                logits_to_keep=1).logits[:, -1, :].float()

@@ -1,7 +1,7 @@
 """RadFM (chaoyi-wu/RadFM, commit 9efba84): 3D ViT + perceiver + LLaMA-13B, registered as ``radfm``.
 
 The architecture is rebuilt here with the authors' module names, so the released
-``pytorch_model.bin`` loads with a plain ``load_state_dict`` (radfm-radbench.md §1.6):
+``pytorch_model.bin`` loads with a plain ``load_state_dict``:
 
     lang_model                       transformers LlamaForCausalLM (LLaMA-13B, untied lm_head)
     embedding_layer.weight           the same Parameter as lang_model.model.embed_tokens.weight
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from einops import rearrange, repeat
@@ -37,15 +37,18 @@ from torch import nn
 
 from radbench import images
 from radbench.errors import SampleError, UsageError
-from radbench.models import hf
-from radbench.models.flamingo import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
+from radbench.models import decoding, loading, placement, tiny
+from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.checkpoint import Build, CheckpointAdapter
+from radbench.models.flamingo_modeling import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
+from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
 from radbench.types import ImageRef, Request
 
 IMAGE_TOKENS = 32  # perceiver latents per image = <image{k}> tokens per image block
 MAX_IMAGES = 100  # the tokenizer of Quick_demo/test.py and training; the first 322 ids equal the test one's
 CONTEXT = 2048  # the authors tokenized with max_length=2048
 DEFAULT_MAX_NEW_TOKENS = 200
-# Checkpoint keys that are not part of the inference model (radfm-radbench.md §1.6).
+# Checkpoint keys that are not part of the inference model (the module docstring lists them).
 STALE_KEYS = (
     r"lang_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$",
     r"embedding_layer\.bert_model\.",
@@ -281,7 +284,7 @@ def special_tokens() -> list[str]:
 def render_prompt(request: Request) -> tuple[str, list[ImageRef]]:
     """RadFM's prompt: each image's block where its segment sits, exemplars as ``question answer`` lines.
 
-    RadFM publishes no few-shot protocol (radfm-radbench.md §4.4); radbench writes each exemplar as
+    RadFM publishes no few-shot protocol; radbench writes each exemplar as
     the training sequence ``question + ' ' + answer`` and separates turns with a newline.
     """
     refs: list[ImageRef] = []
@@ -317,107 +320,91 @@ def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Ten
 # ---------------------------------------------------------------------------------------------
 
 LAYERS = "lang_model.model.layers"  # the decoder layers a split model is cut between (device_map=auto)
-ARGS = ("checkpoint", "lm_path", "dtype", "device", "device_map", "gpus", "preset", "seed", "batch_size",
-        "full_fingerprint")
 
 
-class RadFMAdapter(hf.CheckpointAdapter):
+@dataclass(frozen=True)
+class RadFMArgs(CheckpointArgs):
+    """``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder); ``lm_path=`` ``Language_files``."""
+
+    lm_path: str | None = None
+
+
+class RadFMAdapter(CheckpointAdapter):
     """RadFM behind ``generate()``; see the module docstring for what is and is not the authors' setup."""
 
     name = "radfm"
     version = "1"
+    Args = RadFMArgs
 
-    def __init__(self, model: RadFMModel, tokenizer: Any, cfg: RadFMConfig, device: torch.device,
-                 dtype: torch.dtype, fingerprint: str, source: dict[str, Any], max_batch_size: int) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+    def __init__(self, model: RadFMModel, tokenizer: Any, cfg: RadFMConfig, build: Build, fingerprint: str,
+                 source: dict[str, Any]) -> None:
+        super().__init__(model, tokenizer, build, fingerprint, source, preprocess_spec(cfg.image_size))
         self.cfg = cfg
-        self.device = device
-        self.dtype = dtype
-        self._fingerprint = fingerprint
-        self.source = source
-        self.max_batch_size = max_batch_size
-        self._step = hf.hf_step(model.lang_model)
-        self.spec = preprocess_spec(cfg.image_size)
-
-    @classmethod
-    def from_args(cls, **model_args: str) -> "RadFMAdapter":
-        hf.check_model_args(cls.name, model_args, ARGS)
-        dtype = hf.parse_dtype(cls.name, model_args.get("dtype"))
-        device, devices = hf.parse_devices(cls.name, model_args)
-        batch = hf.parse_int(cls.name, "batch_size", model_args.get("batch_size"), 4)
-        seed = hf.tiny_seed(cls.name, model_args)
-        preset = model_args.get("preset")
-        if preset:
-            if preset != "tiny-random":
-                raise UsageError(f"model 'radfm': preset={preset!r} is unknown (the only preset is tiny-random)")
-            return cls.tiny_random(device=device, dtype=dtype, max_batch_size=batch, seed=seed).spread(devices)
-        return cls.from_checkpoint(model_args, device, dtype, batch, devices)
+        self._step = decoding.hf_step(model.lang_model)
 
     def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
         return self.model, LAYERS, self.model.lang_model
 
     @classmethod
-    def tiny_random(cls, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                    max_batch_size: int = 8, seed: int = 0) -> "RadFMAdapter":
+    def build_tiny(cls, args: RadFMArgs, build: Build) -> "RadFMAdapter":
         """The same architecture at toy sizes, seeded: for tests and smoke runs without weights."""
-        from radbench.models import tiny
-
         tokenizer = tiny.tiny_llama_tokenizer(cls.name)
         cfg = RadFMConfig.tiny(len(tokenizer))
         tokenizer = prepare_tokenizer(tokenizer, cfg)
-        with tiny.seeded(seed):
+        with tiny.seeded(build.seed):
             model = RadFMModel(cfg)
-        model.to(device=device, dtype=dtype)
-        fingerprint = tiny.tiny_fingerprint(cls.name, {**asdict(cfg), "dtype": hf.DTYPE_NAMES[dtype],
-                                                       "preprocess": preprocess_spec(cfg.image_size).fingerprint()},
-                                          seed)
-        return cls(model, tokenizer, cfg, device, dtype, fingerprint, {"preset": "tiny-random"}, max_batch_size)
+        model.to(device=build.device, dtype=build.dtype)
+        fingerprint = cls.tiny_identity(asdict(cfg), build, preprocess_spec(cfg.image_size))
+        return cls(model, tokenizer, cfg, build, fingerprint, {"preset": "tiny-random"})
 
     @classmethod
-    def from_checkpoint(cls, model_args: dict[str, str], device: torch.device, dtype: torch.dtype,
+    def from_checkpoint(cls, model_args: Mapping[str, str], device: torch.device, dtype: torch.dtype,
                         max_batch_size: int, devices: Sequence[torch.device] | None = None,
                         check_memory: bool = True) -> "RadFMAdapter":
+        """Released weights onto explicit devices (the split-loading path without GPUs, in tests)."""
+        build = Build(dtype=dtype, device=device, devices=list(devices) if devices else None,
+                      batch_size=max_batch_size, check_memory=check_memory)
+        return cls.load_released(RadFMArgs.parse(cls.name, model_args), build)
+
+    @classmethod
+    def load_released(cls, args: RadFMArgs, build: Build) -> "RadFMAdapter":
         """Released weights: ``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder).
 
-        With ``devices`` (``device_map=auto``) the model is built without weights, split over them
-        (:func:`hf.plan_spread`), and every checkpoint tensor goes straight to its GPU: the 13B
-        model never sits whole in host memory.
+        With split GPUs (``device_map=auto``) the model is built without weights, split over them
+        (:func:`placement.plan_spread`), and every checkpoint tensor goes straight to its GPU: the
+        13B model never sits whole in host memory.
         """
         expected = "RadFM's pytorch_model.bin, unzipped from RadFM.zip/.z01-.z04 on the chaoyi-wu/RadFM model page"
-        ckpt = hf.require_file(cls.name, "checkpoint", model_args.get("checkpoint"), expected)
-        weights = hf.find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "pytorch_model.safetensors",
-                                                             "model.safetensors"), expected)
-        lm_dir = Path(model_args.get("lm_path") or weights.parent / "Language_files").expanduser()
+        ckpt = require_file(cls.name, "checkpoint", args.checkpoint, expected)
+        weights = find_in(cls.name, "checkpoint", ckpt, ("pytorch_model.bin", "pytorch_model.safetensors",
+                                                          "model.safetensors"), expected)
+        lm_dir = Path(args.lm_path or weights.parent / "Language_files").expanduser()
         if not (lm_dir / "tokenizer.model").is_file():
             raise UsageError(
                 f"model 'radfm': {lm_dir} lacks tokenizer.model (pass --model-args lm_path=DIR with the repository's "
                 "Quick_demo/Language_files folder)"
             )
         cfg = config_from_folder(lm_dir)
-        cfg = replace(cfg, **hf.config_overrides(cls.name, weights.parent, [f.name for f in fields(RadFMConfig)]))
-        tokenizer = prepare_tokenizer(hf.load_llama_tokenizer(cls.name, lm_dir), cfg)
+        cfg = replace(cfg, **loading.config_overrides(cls.name, weights.parent, [f.name for f in fields(RadFMConfig)]))
+        tokenizer = prepare_tokenizer(load_llama_tokenizer(cls.name, lm_dir), cfg)
         plan = None
-        if devices:
-            with hf.empty_init(dtype):
+        if build.devices:
+            with loading.empty_init(build.dtype):
                 model = RadFMModel(cfg)
             model.tie_weights()  # the empty build registered the shared token table twice
-            plan = hf.plan_spread(model, LAYERS, devices, name=cls.name,
-                                  free_bytes=hf.free_gpu_bytes if check_memory else None)
+            plan = placement.plan_spread(model, LAYERS, build.devices, name=cls.name,
+                                         free_bytes=placement.free_gpu_bytes if build.check_memory else None)
         else:
-            with hf.fast_init(device, dtype):
+            with loading.fast_init(build.device, build.dtype):
                 model = RadFMModel(cfg)
-        report = hf.load_checked(model, hf.load_state_dict(weights, cls.name), model=cls.name, source=weights,
-                                 stale=STALE_KEYS, plan=plan)
-        full = hf.parse_bool(cls.name, "full_fingerprint", model_args.get("full_fingerprint"), False)
-        weights_id = hf.cached_file_fingerprint([weights, lm_dir / "tokenizer.model"], full=full)
-        fingerprint = hf.stable_fingerprint(cls.name, weights_id, {
-            "dtype": hf.DTYPE_NAMES[dtype], "preprocess": preprocess_spec(cfg.image_size).fingerprint()})
+        report = loading.load_checked(model, loading.load_state_dict(weights, cls.name), model=cls.name,
+                                      source=weights, stale=STALE_KEYS, plan=plan)
+        fingerprint = cls.weights_identity([weights, lm_dir / "tokenizer.model"], args, build,
+                                           preprocess_spec(cfg.image_size))
         source = {"checkpoint": str(weights), "lm_path": str(lm_dir), "keys": report.to_json()}
         if plan is None:
-            return cls(model, tokenizer, cfg, device, dtype, fingerprint, source, max_batch_size)
-        adapter = cls(model, tokenizer, cfg, plan.devices[0], dtype, fingerprint, source, max_batch_size)
-        return adapter.dispatch(plan)
+            return cls(model, tokenizer, cfg, build, fingerprint, source)
+        return cls(model, tokenizer, cfg, replace(build, device=plan.devices[0]), fingerprint, source).dispatch(plan)
 
     def decoding_facts(self) -> dict[str, Any]:
         return {"decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS}}
@@ -439,23 +426,23 @@ class RadFMAdapter(hf.CheckpointAdapter):
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        limits = [hf.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
         embeds = []
         for request in requests:
             ids, visual = self.encode(request)
             ids_t = torch.tensor(ids, device=self.device)
             embeds.append(self.model.embedding_layer.embed(ids_t, visual))
-        inputs_embeds, mask = hf.left_pad_embeds(embeds)
-        new_tokens = hf.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+        inputs_embeds, mask = decoding.left_pad_embeds(embeds)
+        new_tokens = decoding.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
                                         max_new_tokens=limits, eos_token_ids=[2], pad_token_id=0)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
 
 def prepare_tokenizer(tokenizer: Any, cfg: RadFMConfig) -> Any:
     """``get_tokenizer``: add ``<image>``, ``</image>``, ``<image0..3199>``; pad 0, bos 1, eos 2; assert ids."""
-    hf.add_special_tokens(tokenizer, special_tokens(), strip=True)
+    add_special_tokens(tokenizer, special_tokens(), strip=True)
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
-    hf.assert_token_ids("radfm", tokenizer, {
+    assert_token_ids("radfm", tokenizer, {
         "<image>": cfg.vocab_size, "</image>": cfg.vocab_size + 1, "<image0>": cfg.vocab_size + 2,
     })
     return tokenizer

@@ -2,7 +2,7 @@
 
 No weights can be downloaded here, so every adapter can build its exact architecture at toy sizes
 with a seeded random init. The tokenizer is a genuine LLaMA-style ``tokenizer.model`` trained in
-process (24 ms) and loaded through the same :func:`radbench.models.hf.load_llama_tokenizer` path
+process (24 ms) and loaded through the same :func:`radbench.models.tokenizers.load_llama_tokenizer` path
 the released checkpoints use, so the legacy-tokenization and special-token code is exercised for
 real. Tiny models generate nonsense; they test plumbing, shapes and invariances, not quality.
 """
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.types import stable_hash
 
 TINY_SEED = 0
@@ -58,8 +59,6 @@ def train_sentencepiece(directory: Path, vocab_size: int = TINY_VOCAB) -> Path:
 
 def tiny_llama_tokenizer(model: str, vocab_size: int = TINY_VOCAB) -> Any:
     """A fresh LLaMA tokenizer (``len == vocab_size``) loaded through the released-weights path."""
-    from radbench.models.hf import load_llama_tokenizer
-
     with tempfile.TemporaryDirectory(prefix="radbench-tiny-tok-") as tmp:
         train_sentencepiece(Path(tmp), vocab_size)
         return load_llama_tokenizer(model, Path(tmp))

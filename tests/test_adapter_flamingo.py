@@ -19,7 +19,10 @@ pytest.importorskip("transformers")
 
 from radbench import cli  # noqa: E402
 from radbench.errors import UsageError  # noqa: E402
+from radbench.models import decoding  # noqa: E402
 from radbench.models import flamingo as fl  # noqa: E402
+from radbench.models import flamingo_convert as flc  # noqa: E402
+from radbench.models import flamingo_modeling as flm  # noqa: E402
 from radbench.models import tiny  # noqa: E402
 from radbench.tasks.demo import DemoDataset  # noqa: E402
 from radbench.tasks.vqa import VQATask  # noqa: E402
@@ -56,8 +59,8 @@ def requests_() -> list[Request]:
 def test_text_time_matches_both_releases() -> None:
     # BOS, <image>, q, q, <image>, q, q  (1 = <image>)
     loc = torch.tensor([[0, 1, 0, 0, 1, 0, 0]]).bool()
-    assert fl.text_time(loc, legacy=False).tolist() == [[0, 1, 1, 1, 2, 2, 2]]  # preceding image
-    assert fl.text_time(loc, legacy=True).tolist() == [[1, 1, 2, 2, 2, 0, 0]]  # next image; none after last
+    assert flm.text_time(loc, legacy=False).tolist() == [[0, 1, 1, 1, 2, 2, 2]]  # preceding image
+    assert flm.text_time(loc, legacy=True).tolist() == [[1, 1, 2, 2, 2, 0, 0]]  # next image; none after last
 
 
 def test_64_latents_per_image_and_a_gated_block_every_n_layers(med: fl.MedFlamingoAdapter) -> None:
@@ -71,9 +74,9 @@ def test_64_latents_per_image_and_a_gated_block_every_n_layers(med: fl.MedFlamin
 
     lm = LlamaForCausalLM(tiny.tiny_llama_config(300, num_hidden_layers=32, hidden_size=16,
                                                  intermediate_size=16, num_attention_heads=2))
-    cfg = fl.FlamingoConfig(vis_dim=32, perceiver_depth=1, perceiver_heads=1, perceiver_dim_head=4,
+    cfg = flm.FlamingoConfig(vis_dim=32, perceiver_depth=1, perceiver_heads=1, perceiver_dim_head=4,
                             xattn_heads=1, xattn_dim_head=4)
-    model = fl.Flamingo(CLIPVisionModel(tiny.tiny_clip_vision_config()), lm, cfg, 299, legacy_media_attention=False)
+    model = flm.Flamingo(CLIPVisionModel(tiny.tiny_clip_vision_config()), lm, cfg, 299, legacy_media_attention=False)
     blocks = [i for i, layer in enumerate(model.lang_encoder.model.layers) if layer.gated_cross_attn_layer is not None]
     assert blocks == [3, 7, 11, 15, 19, 23, 27, 31]
 
@@ -119,7 +122,7 @@ def test_cached_generation_equals_full_recompute(requests_: list[Request]) -> No
             recomputed.append(int(_logits_ids(adapter, ids + recomputed, media).argmax(-1)))
         adapter.model.condition(media)
         mask = torch.ones((1, len(ids)), dtype=torch.long)
-        cached = fl.hf.greedy_generate(adapter.model.step, input_ids=torch.tensor([ids]), attention_mask=mask,
+        cached = decoding.greedy_generate(adapter.model.step, input_ids=torch.tensor([ids]), attention_mask=mask,
                                        max_new_tokens=[6], eos_token_ids=[-1])[0]
         adapter.model.condition(None)
     assert cached == recomputed
@@ -185,7 +188,7 @@ def test_clip_preprocessing_resizes_shortest_edge_and_center_crops(tmp_path: Pat
 
 
 def _hf_to_openclip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`fl.openclip_to_hf`, written independently from the key table."""
+    """The inverse of :func:`flc.openclip_to_hf`, written independently from the key table."""
     out: dict[str, torch.Tensor] = {}
     table = [("embeddings.patch_embedding.weight", "conv1.weight"), ("embeddings.class_embedding", "class_embedding"),
              ("embeddings.position_embedding.weight", "positional_embedding")]
@@ -296,10 +299,10 @@ def test_openflamingo_v2_mpt_layout_with_open_clip_weights(requests_: list[Reque
 
     # the checkpoint as OpenFlamingo v2 trains it: a block before every layer (like mpt-1b), wte grown by 3
     lm = MptForCausalLM.from_pretrained(tmp_path / "mpt")
-    fl.grow_vocab(lm, len(tok) + 3)
-    cfg = fl.replace(fl.FlamingoConfig.tiny(64), cross_attn_every_n_layers=1)
+    flc.grow_vocab(lm, len(tok) + 3)
+    cfg = fl.replace(flm.FlamingoConfig.tiny(64), cross_attn_every_n_layers=1)
     with tiny.seeded(2):
-        source = fl.Flamingo(clip, lm, cfg, len(tok) + 1, legacy_media_attention=False)
+        source = flm.Flamingo(clip, lm, cfg, len(tok) + 1, legacy_media_attention=False)
         for name, param in source.named_parameters():
             if name.endswith("_gate"):
                 param.data.fill_(0.7)
@@ -334,7 +337,7 @@ def test_openflamingo_v2_mpt_layout_with_open_clip_weights(requests_: list[Reque
     faked.spread(alternating(faked, META), check_memory=False)
     assert fake_meta_layers(faked) == [0]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fl.hf, "greedy_generate", first_step_only)
+        mp.setattr(decoding, "greedy_generate", first_step_only)
         with pytest.raises(PromptStep) as step:
             faked.generate(requests_[1:])
     assert step.value.logits.device == torch.device("cpu")

@@ -20,9 +20,10 @@ from safetensors.torch import save_file
 
 from radbench.cli import main
 from radbench.errors import UsageError
-from radbench.models import hf, tiny
+from radbench.models import tiny
 from radbench.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from radbench.models.llava_med import LlavaMedAdapter, preprocess_spec, prepare_images, render_prompt, tiny_meta
+from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.store import PREDICTIONS, RESULTS, read_jsonl
 from radbench.types import ImageRef, Request, Segment, Turn
 
@@ -91,7 +92,7 @@ class Original(torch.nn.Module):
 def write_released(folder: Path, seed: int = 0) -> Original:
     """A tiny ``microsoft/llava-med-v1.5-mistral-7b`` folder: two shards + index, config, tokenizer."""
     tiny.train_sentencepiece(folder)
-    vocab = len(hf.load_llama_tokenizer("llava-med", folder))
+    vocab = len(load_llama_tokenizer("llava-med", folder))
     original = Original(vocab, seed)
     state = original.released_state_dict()
     keys = sorted(state)

@@ -24,7 +24,9 @@ pytest.importorskip("accelerate")
 
 from radbench import distributed, registry, runner  # noqa: E402
 from radbench.errors import UsageError  # noqa: E402
-from radbench.models import hf  # noqa: E402
+from radbench.models import decoding  # noqa: E402
+from radbench.models import placement as pl  # noqa: E402
+from radbench.models.checkpoint import CheckpointAdapter  # noqa: E402
 from radbench.tasks.demo import DemoDataset  # noqa: E402
 from radbench.tasks.vqa import VQATask  # noqa: E402
 from radbench.types import Request  # noqa: E402
@@ -42,7 +44,7 @@ FAMILIES = {
 }
 
 
-def build(family: str) -> hf.CheckpointAdapter:
+def build(family: str) -> CheckpointAdapter:
     name = family.removesuffix("-options")
     return registry.get("models", name).from_args(preset="tiny-random", **FAMILIES[family])
 
@@ -69,13 +71,13 @@ def test_split_layers_is_contiguous_balanced_and_spares_the_first_gpu() -> None:
     # RadFM-like: 40 layers of 0.6 GB, 3 GB outside them (vision tower, embeddings, LM head)
     layers = [6] * 40
     for parts in (2, 3, 4):
-        got = hf.split_layers(30, layers, parts)
+        got = pl.split_layers(30, layers, parts)
         assert got == sorted(got) and set(got) == set(range(parts))
         load = [30 * (p == 0) + 6 * got.count(p) for p in range(parts)]
         assert max(load) - min(load) <= 6  # within one layer of an even share
         assert got.count(0) < got.count(parts - 1)  # the first GPU also holds the fixed part
-    assert hf.split_layers(30, layers, 1) == [0] * 40
-    assert hf.split_layers(1000, [1, 1, 1], 2) == [1, 1, 1]  # fixed part above a share: no layer on 0
+    assert pl.split_layers(30, layers, 1) == [0] * 40
+    assert pl.split_layers(1000, [1, 1, 1], 2) == [1, 1, 1]  # fixed part above a share: no layer on 0
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -105,7 +107,7 @@ def test_split_replica_never_mixes_devices(family: str, requests_: list[Request]
         want = META if inside and int(name[len(path) + 1:].split(".")[0]) % 2 == 0 else CPU
         assert tensor.device == want, name
     assert len(layers) >= 2
-    monkeypatch.setattr(hf, "greedy_generate", first_step_only)
+    monkeypatch.setattr(decoding, "greedy_generate", first_step_only)
     requests = family_requests(family, requests_)
     with pytest.raises(PromptStep) as step:
         adapter.generate(requests)
@@ -123,7 +125,7 @@ def test_the_fake_device_catches_a_layer_left_without_its_hook(requests_: list[R
     fake_meta_layers(adapter)
     model, path, _ = adapter.split_points()
     remove_hook_from_submodules(model.get_submodule(path)[0])
-    monkeypatch.setattr(hf, "greedy_generate", first_step_only)
+    monkeypatch.setattr(decoding, "greedy_generate", first_step_only)
     with pytest.raises(FakeTensorDeviceMismatchError):
         adapter.generate(requests_)
 
@@ -143,7 +145,7 @@ def test_tensors_owned_along_the_path_to_the_layers_stay_on_the_first_device() -
             self.stack = Stack()
 
     model = Outer()
-    placement = hf.dispatch(model, hf.plan_spread(model, "stack.layers", [CPU, META], name="toy", free_bytes=None))
+    placement = pl.dispatch(model, pl.plan_spread(model, "stack.layers", [CPU, META], name="toy", free_bytes=None))
     assert [p["layers"] for p in placement["parts"]] == ["0-1", "2-3"]
     assert model.stack.scale.device == CPU and model.stack.offset.device == CPU and model.stack.head.weight.device == CPU
     assert [layer.weight.device for layer in model.stack.layers] == [CPU, CPU, META, META]
@@ -151,7 +153,7 @@ def test_tensors_owned_along_the_path_to_the_layers_stay_on_the_first_device() -
 
 def test_a_replica_that_does_not_fit_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = build("radfm")
-    monkeypatch.setattr(hf, "free_gpu_bytes", lambda device: 1024)
+    monkeypatch.setattr(pl, "free_gpu_bytes", lambda device: 1024)
     with pytest.raises(UsageError, match=r"its share on cpu is .* GiB but only 0\.0 GiB is free") as err:
         adapter.spread([CPU, CPU])
     assert "\n" not in str(err.value)
@@ -167,10 +169,10 @@ def four_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_placement_arguments(four_gpus: None) -> None:
     cuda = [torch.device("cuda", i) for i in range(4)]
-    assert hf.parse_placement("radfm", {}) is None
-    assert hf.parse_placement("radfm", {"device_map": "auto"}) == cuda
-    assert hf.parse_placement("radfm", {"device_map": "auto", "gpus": "2,3"}) == cuda[2:]
-    assert hf.parse_placement("radfm", {"gpus": "1"}) == cuda[1:2]
+    assert pl.parse_placement("radfm", {}) is None
+    assert pl.parse_placement("radfm", {"device_map": "auto"}) == cuda
+    assert pl.parse_placement("radfm", {"device_map": "auto", "gpus": "2,3"}) == cuda[2:]
+    assert pl.parse_placement("radfm", {"gpus": "1"}) == cuda[1:2]
     for args, message in (
         ({"device_map": "balanced"}, "device_map='balanced' is not supported"),
         ({"device_map": "auto", "device": "cuda:0"}, "exclude each other"),
@@ -179,7 +181,7 @@ def test_placement_arguments(four_gpus: None) -> None:
         ({"gpus": "first"}, "not a list of GPU indices"),
     ):
         with pytest.raises(UsageError, match=message):
-            hf.parse_placement("radfm", args)
+            pl.parse_placement("radfm", args)
 
 
 @pytest.fixture
@@ -247,8 +249,8 @@ def test_a_run_with_gpus_per_replica_matches_the_unsplit_run(tmp_path: Path, mon
         return [CPU, CPU] if model_args.get("device_map") == "auto" else None
 
     monkeypatch.setattr(distributed, "gpu_count", lambda: 2)
-    monkeypatch.setattr(hf, "parse_placement", placement)
-    monkeypatch.setattr(hf, "free_gpu_bytes", lambda device: 1 << 40)
+    monkeypatch.setattr(pl, "parse_placement", placement)
+    monkeypatch.setattr(pl, "free_gpu_bytes", lambda device: 1 << 40)
     split = run(tmp_path / "split", "preset=tiny-random,gpus_per_replica=2")
     assert given == ["0,1"]
     assert split["model"]["placement"]["split_by"] == "lang_model.model.layers"

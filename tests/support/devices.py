@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from radbench.models import hf
+from radbench.models import placement
+from radbench.models.checkpoint import CheckpointAdapter
 
 CPU = torch.device("cpu")
 META = torch.device("meta")
@@ -32,14 +33,14 @@ class PromptStep(Exception):
 
 def first_step_only(step: Any, *, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
                     inputs_embeds: torch.Tensor | None = None, **_: Any) -> list[list[int]]:
-    """Stands in for :func:`hf.greedy_generate`: the prompt's forward pass, then :class:`PromptStep`."""
+    """Stands in for :func:`decoding.greedy_generate`: the prompt's forward pass, then :class:`PromptStep`."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits, _ = step(input_ids, inputs_embeds, attention_mask, position_ids, None)
     raise PromptStep(logits)
 
 
-def fake_meta_layers(adapter: hf.CheckpointAdapter) -> list[int]:
-    """Turn the decoder layers :meth:`~hf.CheckpointAdapter.spread` put on ``meta`` into FakeTensors.
+def fake_meta_layers(adapter: CheckpointAdapter) -> list[int]:
+    """Turn the decoder layers :meth:`~CheckpointAdapter.spread` put on ``meta`` into FakeTensors.
 
     Returns their indices.
     """
@@ -60,16 +61,16 @@ def fake_meta_layers(adapter: hf.CheckpointAdapter) -> list[int]:
     return moved
 
 
-def alternating(adapter: hf.CheckpointAdapter, second: torch.device) -> list[torch.device]:
+def alternating(adapter: CheckpointAdapter, second: torch.device) -> list[torch.device]:
     """Enough parts that each layer gets its own; even layers on ``second``, odd ones on the CPU.
 
     Tiny models are mostly embeddings, so two parts would put every layer on the second device;
     alternating makes the hidden states cross a device boundary at every layer.
     """
     model, path, _ = adapter.split_points()
-    sizes = [hf.tensor_bytes(layer) for layer in model.get_submodule(path)]
+    sizes = [placement.tensor_bytes(layer) for layer in model.get_submodule(path)]
     parts = 8 * len(sizes)
-    assignment = hf.split_layers(hf.tensor_bytes(model) - sum(sizes), sizes, parts)
+    assignment = placement.split_layers(placement.tensor_bytes(model) - sum(sizes), sizes, parts)
     assert len(set(assignment)) == len(sizes)
     devices = [CPU] * parts
     for index, part in enumerate(assignment):

@@ -1,0 +1,59 @@
+"""Tokenizers as the released checkpoints were trained with: LLaMA-1 SentencePiece, special tokens, id checks.
+
+A shifted special-token id silently reads the wrong embedding row, so every adapter asserts the
+ids its checkpoint was trained at (:func:`assert_token_ids`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from radbench.errors import UsageError
+from radbench.models.loading import first_line
+
+def load_llama_tokenizer(model: str, folder: Path) -> Any:
+    """The LLaMA-1 SentencePiece tokenizer as the authors' transformers 4.28-4.30 used it.
+
+    Transformers 5.x changed three defaults (measured against 4.30's tokenization): ``add_bos_token``
+    is False without a config, non-legacy tokenization drops the ``▁`` after a special token
+    (``<image>Question`` -> ``Q``,``uestion``), and RadFM's config's empty ``bos/eos/unk`` strings
+    recurse. All three are pinned here; ``bos=1, eos=2, unk=0`` is asserted.
+    """
+    from transformers import LlamaTokenizer
+
+    if not ((folder / "tokenizer.model").exists() or (folder / "tokenizer.json").exists()):
+        raise UsageError(f"model {model!r}: {folder} lacks tokenizer.model (the LLaMA SentencePiece tokenizer)")
+    try:
+        tok = LlamaTokenizer.from_pretrained(
+            str(folder), local_files_only=True, add_bos_token=True, add_eos_token=False, legacy=True,
+            bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        )
+    except Exception as exc:  # sentencepiece/protobuf/tokenizers raise many types for a bad file
+        raise UsageError(f"model {model!r}: cannot load the tokenizer in {folder}: {first_line(exc)}") from exc
+    for token, expected in (("<unk>", 0), ("<s>", 1), ("</s>", 2)):
+        got = tok.convert_tokens_to_ids(token)
+        if got != expected:
+            raise UsageError(f"model {model!r}: tokenizer in {folder} maps {token} to {got}, expected {expected}")
+    return tok
+
+
+def add_special_tokens(tokenizer: Any, tokens: Sequence[str], strip: bool) -> None:
+    """Add ``tokens`` as special tokens, in order (their ids follow the base vocabulary).
+
+    ``strip=True`` reproduces the slow tokenizers of transformers 4.28-4.30 (RadFM, Med-Flamingo,
+    OpenFlamingo v1): a special token added as a plain string ate the whitespace on both sides.
+    Fast tokenizers (OpenFlamingo v2's MPT/NeoX) kept it: ``strip=False``.
+    """
+    from tokenizers import AddedToken
+
+    new = [AddedToken(t, lstrip=strip, rstrip=strip, special=True, normalized=False) for t in tokens]
+    tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
+
+
+def assert_token_ids(model: str, tokenizer: Any, expected: Mapping[str, int]) -> None:
+    """Special-token ids the checkpoint's embedding rows were trained at; a shift is a silent disaster."""
+    for token, want in expected.items():
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != want:
+            raise UsageError(f"model {model!r}: tokenizer maps {token} to id {got}, the checkpoint expects {want}")
