@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from radbench.errors import UsageError
-from radbench.store import atomic_write_json
+from radbench.store import PARTS, atomic_write_json
 
-PARTS = "parts"
 DEFAULT_TIMEOUT = float(os.environ.get("RADBENCH_RANK_TIMEOUT", "1800"))
 
 
@@ -136,11 +135,6 @@ class RankFiles:
     def cleanup(self) -> None:
         for path in self.dir.glob(f"{self.attempt[:12]}.rank*"):
             path.unlink(missing_ok=True)
-
-
-def part_files(output: Path) -> list[Path]:
-    """Every rank's prediction log left in ``output`` by this or an earlier attempt."""
-    return sorted((output / PARTS).glob("predictions.*.jsonl")) if (output / PARTS).is_dir() else []
 
 
 def gpu_count() -> int:

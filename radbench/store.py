@@ -24,6 +24,14 @@ PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.jsonl"
 RESULTS = "results.json"
 LOCK = ".radbench.lock"
+# Under torchrun each rank appends to its own log in OUTPUT/parts/ (radbench.distributed writes them);
+# the store reads them back on resume, so the layout lives here, below both.
+PARTS = "parts"
+
+
+def part_files(output: Path) -> list[Path]:
+    """Every rank's prediction log left in ``output`` by this or an earlier attempt."""
+    return sorted((output / PARTS).glob("predictions.*.jsonl")) if (output / PARTS).is_dir() else []
 
 
 def prediction_key(sample_id: str, prompt_hash: str, model_fingerprint: str, gen_kwargs: dict[str, Any]) -> str:
@@ -179,8 +187,6 @@ class PredictionStore:
         self._pending: Future[None] | None = None
 
     def load(self) -> None:
-        from radbench.distributed import part_files
-
         for path in [self.path, *part_files(self.directory)]:
             records, torn = read_jsonl(path)
             if torn and path == self.write_path:
@@ -244,8 +250,6 @@ class PredictionStore:
         rewrite is atomic, and identical inputs give a byte-identical file, however the run was
         interrupted, resumed or sharded.
         """
-        from radbench.distributed import part_files
-
         ours = set(order)
         ordered = [self.records[k] for k in order if k in self.records]
         ordered += [self.records[k] for k in sorted(self.records) if k not in ours]
