@@ -16,21 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Self, Sequence
 
-import torch
-
 from radbench import options
 from radbench.errors import UsageError
-
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
 
 def check_model_args(model: str, model_args: Mapping[str, str], allowed: Sequence[str]) -> None:
     """Refuse an unknown ``--model-args`` key in one line: a typo must not silently use a default."""
@@ -39,14 +26,6 @@ def check_model_args(model: str, model_args: Mapping[str, str], allowed: Sequenc
         raise UsageError(
             f"model {model!r}: unknown --model-args {', '.join(unknown)} (accepted: {', '.join(sorted(allowed))})"
         )
-
-
-def parse_dtype(model: str, text: str | None, default: str = "fp32") -> torch.dtype:
-    """``fp32|bf16|fp16`` (or the long names) -> torch dtype."""
-    key = (text or default).strip().lower()
-    if key not in DTYPES:
-        raise UsageError(f"model {model!r}: dtype={text!r} is not one of fp32, bf16, fp16")
-    return DTYPES[key]
 
 
 def parse_int(model: str, key: str, text: str | None, default: int, minimum: int = 1) -> int:
@@ -108,23 +87,8 @@ def _convert(model: str, key: str, text: str, kind: Any, minimum: float | None) 
 
 
 @dataclass(frozen=True)
-class CheckpointArgs:
-    """The keys every released-checkpoint adapter accepts; an adapter subclasses this for its own.
-
-    ``checkpoint``: the weights; ``dtype``: fp32, bf16 or fp16; ``device``, or ``device_map=auto``
-    with ``gpus=0,1`` for one replica split over GPUs; ``preset=tiny-random`` (with ``seed``) builds
-    the architecture at toy sizes without weights; ``full_fingerprint=1`` hashes every weight byte.
-    """
-
-    checkpoint: str | None = None
-    dtype: str = "fp32"
-    device: str | None = None
-    device_map: str | None = None
-    gpus: str | None = None
-    preset: str | None = None
-    seed: int | None = field(default=None, metadata={"minimum": 0})
-    batch_size: int = field(default=4, metadata={"minimum": 1})
-    full_fingerprint: bool = False
+class ModelArgs:
+    """Base of every adapter's typed ``--model-args``: subclasses declare the keys as fields."""
 
     @classmethod
     def parse(cls, model: str, raw: Mapping[str, str]) -> Self:
@@ -145,6 +109,26 @@ class CheckpointArgs:
 
     def check(self, model: str) -> None:
         """Checks that need more than one field or a closed set of values; subclasses extend it."""
+
+
+@dataclass(frozen=True)
+class CheckpointArgs(ModelArgs):
+    """The keys every released-checkpoint adapter accepts; an adapter subclasses this for its own.
+
+    ``checkpoint``: the weights; ``dtype``: fp32, bf16 or fp16; ``device``, or ``device_map=auto``
+    with ``gpus=0,1`` for one replica split over GPUs; ``preset=tiny-random`` (with ``seed``) builds
+    the architecture at toy sizes without weights; ``full_fingerprint=1`` hashes every weight byte.
+    """
+
+    checkpoint: str | None = None
+    dtype: str = "fp32"
+    device: str | None = None
+    device_map: str | None = None
+    gpus: str | None = None
+    preset: str | None = None
+    seed: int | None = field(default=None, metadata={"minimum": 0})
+    batch_size: int = field(default=4, metadata={"minimum": 1})
+    full_fingerprint: bool = False
 
     def placement(self) -> dict[str, str]:
         """The keys :func:`radbench.models.placement.parse_devices` reads, as given."""

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
+from radbench import options
 from radbench.errors import UsageError
 from radbench.types import Request
 
@@ -57,18 +58,8 @@ class Adapter:
 
 
 def parse_model_args(text: str | None) -> dict[str, str]:
-    """``k=v,k2=v2`` -> dict; a malformed item is a one-line error naming it."""
-    if not text:
-        return {}
-    out: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            from radbench.security import redact
-
-            raise UsageError(f"--model-args: {redact(item)!r} is not key=value (expected k=v,k2=v2)")
-        out[key.strip()] = value.strip()
-    return out
+    """``k=v,k2=v2`` -> dict (a value may hold commas: ``gpus=0,1``); a malformed item is a one-line error."""
+    return options.parse_kv(text, "--model-args")
 
 
 def file_fingerprint(paths: Sequence[Path], full: bool = False) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from radbench.errors import SampleError, UsageError
+from radbench.models.args import ModelArgs
 from radbench.models.base import Adapter
 from radbench.types import ImageRef, Request, stable_hash
 
@@ -96,6 +98,13 @@ def image_features(refs: Sequence[ImageRef]) -> np.ndarray:
     return vec / length if length else vec
 
 
+@dataclass(frozen=True)
+class RetrievalArgs(ModelArgs):
+    """``image_weight``: the share of image similarity in the retrieval score (the rest is text)."""
+
+    image_weight: float = 0.5
+
+
 class RetrievalAdapter(Adapter):
     """Nearest exemplar by image similarity plus question-text similarity; returns its reference.
 
@@ -116,14 +125,7 @@ class RetrievalAdapter(Adapter):
 
     @classmethod
     def from_args(cls, **model_args: str) -> Adapter:
-        unknown = set(model_args) - {"image_weight"}
-        if unknown:
-            raise UsageError(f"model 'retrieval' takes only image_weight in --model-args (got {', '.join(sorted(unknown))})")
-        try:
-            weight = float(model_args.get("image_weight", 0.5))
-        except ValueError:
-            raise UsageError(f"--model-args image_weight={model_args['image_weight']!r} is not a number") from None
-        return cls(image_weight=weight)
+        return cls(image_weight=RetrievalArgs.parse(cls.name, model_args).image_weight)
 
     def observe_exemplars(self, exemplars: Sequence[Request]) -> None:
         if not exemplars:

@@ -18,12 +18,29 @@ import torch
 
 from radbench.errors import UsageError
 from radbench.models import placement
-from radbench.models.args import DTYPE_NAMES, CheckpointArgs, parse_dtype
+from radbench.models.args import CheckpointArgs
 from radbench.models.base import Adapter
 from radbench.models.loading import cached_file_fingerprint, stable_fingerprint
 from radbench.models.tiny import TINY_SEED, tiny_fingerprint
 
 TINY_RANDOM = "tiny-random"
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def parse_dtype(model: str, text: str | None, default: str = "fp32") -> torch.dtype:
+    """``fp32|bf16|fp16`` (or the long names) -> torch dtype."""
+    key = (text or default).strip().lower()
+    if key not in DTYPES:
+        raise UsageError(f"model {model!r}: dtype={text!r} is not one of fp32, bf16, fp16")
+    return DTYPES[key]
 
 
 @dataclass(frozen=True)

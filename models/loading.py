@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from radbench.errors import UsageError
+from radbench.options import cache_root
 from radbench.models.base import file_fingerprint
 from radbench.models.placement import SpreadPlan
 from radbench.types import stable_hash
@@ -232,11 +233,6 @@ def empty_init(dtype: torch.dtype) -> Iterator[None]:
             yield
     finally:
         torch.set_default_dtype(previous)
-
-
-def cache_root() -> Path:
-    """radbench's cache folder (``RADBENCH_CACHE`` overrides), shared with the demo data."""
-    return Path(os.environ.get("RADBENCH_CACHE") or Path.home() / ".cache" / "radbench")
 
 
 def cached_file_fingerprint(paths: Sequence[Path], full: bool = False) -> str:

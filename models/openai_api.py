@@ -47,30 +47,42 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from radbench import images
 from radbench.errors import SampleError, UsageError
+from radbench.models.args import ModelArgs
 from radbench.models.base import Adapter
 from radbench.types import Request, Turn, stable_hash
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-ARGS = {
-    "base_url": "endpoint root, up to and including /v1",
-    "model": "the model name the endpoint serves",
-    "api_key_env": "name of the environment variable holding the key (default OPENAI_API_KEY)",
-    "max_concurrency": "parallel requests (default 4)",
-    "retries": "retries per request after the first attempt (default 5)",
-    "timeout": "seconds per HTTP attempt (default 120)",
-    "backoff": "first retry delay in seconds, doubled each retry (default 1)",
-    "max_backoff": "cap on one retry delay in seconds (default 60)",
-    "max_requests": "HTTP attempts allowed for the whole run (default: unlimited)",
-    "slices": "which slices of a 3D volume are sent: middle (default), even:K or all",
-    "revision": "a label for the served weights, when the endpoint does not report one",
-    "token_param": "max_tokens (default) or max_completion_tokens (newer OpenAI models)",
-}
+
+
+@dataclass(frozen=True)
+class OpenAIArgs(ModelArgs):
+    """``--model-args`` of the ``openai`` adapter; the field names are the constructor's parameters."""
+
+    model: str | None = None  # the model name the endpoint serves
+    base_url: str = DEFAULT_BASE_URL  # endpoint root, up to and including /v1
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    max_concurrency: int = field(default=4, metadata={"minimum": 1})  # parallel requests
+    retries: int = field(default=5, metadata={"minimum": 0})  # retries per request after the first attempt
+    timeout: float = field(default=120.0, metadata={"minimum": 0.001})  # seconds per HTTP attempt
+    backoff: float = field(default=1.0, metadata={"minimum": 0.0})  # first retry delay, doubled each retry
+    max_backoff: float = field(default=60.0, metadata={"minimum": 0.0})  # cap on one retry delay in seconds
+    max_requests: int | None = field(default=None, metadata={"minimum": 0})  # HTTP attempts for the whole run
+    slices: str = "middle"  # which slices of a 3D volume are sent: middle, even:K or all
+    revision: str | None = None  # a label for the served weights, when the endpoint does not report one
+    token_param: str = "max_tokens"  # or max_completion_tokens (newer OpenAI models)
+
+    def check(self, model: str) -> None:
+        if not self.model:
+            raise UsageError("model 'openai' needs --model-args model=NAME (and base_url=URL for a non-OpenAI endpoint)")
+
+
 PASSTHROUGH_GEN_KWARGS = ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 
 
@@ -130,20 +142,6 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _number(args: dict[str, str], key: str, default: float, minimum: float, integer: bool = False) -> float:
-    raw = args.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise UsageError(f"model 'openai': --model-args {key}={raw!r} is not {kind}") from None
-    if value < minimum:
-        raise UsageError(f"model 'openai': --model-args {key} must be >= {minimum}, got {raw}")
-    return value
-
-
 class OpenAIAdapter(Adapter):
     """Chat completions over HTTP with bounded retries, a request budget and per-request memory."""
 
@@ -196,28 +194,9 @@ class OpenAIAdapter(Adapter):
 
     @classmethod
     def from_args(cls, **model_args: str) -> Adapter:
-        unknown = sorted(set(model_args) - set(ARGS))
-        if unknown:
-            if any(k.lower() in ("api_key", "key", "token") for k in unknown):
-                raise UsageError("model 'openai': never pass the key in --model-args; set api_key_env=VAR and export VAR")
-            raise UsageError(f"model 'openai': unknown --model-args {', '.join(unknown)} (takes {', '.join(ARGS)})")
-        if not model_args.get("model"):
-            raise UsageError("model 'openai' needs --model-args model=NAME (and base_url=URL for a non-OpenAI endpoint)")
-        max_requests = model_args.get("max_requests")
-        return cls(
-            model=model_args["model"],
-            base_url=model_args.get("base_url", DEFAULT_BASE_URL),
-            api_key_env=model_args.get("api_key_env", "OPENAI_API_KEY"),
-            max_concurrency=int(_number(model_args, "max_concurrency", 4, 1, integer=True)),
-            retries=int(_number(model_args, "retries", 5, 0, integer=True)),
-            timeout=_number(model_args, "timeout", 120.0, 0.001),
-            backoff=_number(model_args, "backoff", 1.0, 0.0),
-            max_backoff=_number(model_args, "max_backoff", 60.0, 0.0),
-            max_requests=None if max_requests is None else int(_number(model_args, "max_requests", 0, 0, integer=True)),
-            slices=model_args.get("slices", "middle"),
-            revision=model_args.get("revision"),
-            token_param=model_args.get("token_param", "max_tokens"),
-        )
+        if any(k.lower() in ("api_key", "key", "token") for k in model_args):
+            raise UsageError("model 'openai': never pass the key in --model-args; set api_key_env=VAR and export VAR")
+        return cls(**asdict(OpenAIArgs.parse(cls.name, model_args)))
 
     # -- identity ---------------------------------------------------------------------------------
 
