@@ -2,7 +2,7 @@
 
 The released ``llava_mistral`` checkpoint (``microsoft/llava-med-v1.5-mistral-7b``: four safetensors
 shards, ``config.json``, ``tokenizer.model``) is loaded into transformers'
-``LlavaForConditionalGeneration`` by renaming keys (model-adapters.md §3.3), so no LLaVA code and no
+``LlavaForConditionalGeneration`` by renaming keys (:func:`convert_key`), so no LLaVA code and no
 ``trust_remote_code`` is needed:
 
 ==============================================  =============================================

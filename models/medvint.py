@@ -2,7 +2,7 @@
 
 The released ``xmcmic/MedVInT-TD`` checkpoints (``VQA_lora_PMC_LLaMA_PMCCLIP/{choice,blank}/checkpoint-*/
 pytorch_model.bin``) are HF-Trainer state dicts of the authors' ``QA_model``: every weight, fp32,
-LoRA unmerged. radbench rebuilds ``QA_model`` with the same module names (model-adapters.md §5), so
+LoRA unmerged. radbench rebuilds ``QA_model`` with the same module names, so
 the keys load directly, and merges the LoRA pairs at load time (``W += alpha/r · B @ A``, alpha 32,
 r 8), so no ``peft`` is needed:
 
