@@ -1,1 +1,1 @@
-"""Results and leaderboard schemas and builders (installed as ``radbench.leaderboard``)."""
+"""Leaderboard builder and HTML page (installed as ``radbench.leaderboard``); the file schemas live in ``radbench.schemas``."""

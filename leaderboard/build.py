@@ -23,7 +23,7 @@ from urllib.parse import quote
 from radbench import __version__, registry, results
 from radbench.compare import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json
 
 SCHEMA_VERSION = "1"

@@ -25,7 +25,7 @@ import numpy as np
 from radbench import registry, results, scoring
 from radbench.errors import UsageError
 from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, cluster_draws, draw_weights, percentile_ci
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
 
 # Fields that must be equal for two numbers to measure the same thing, as dotted paths into
@@ -454,7 +454,7 @@ def to_markdown(c: Comparison) -> str:
 
 
 def to_json(c: Comparison) -> dict[str, Any]:
-    """The comparison as data (``leaderboard/compare.schema.json``)."""
+    """The comparison as data (``radbench/schemas/compare.schema.json``)."""
     def side(run: RunData) -> dict[str, Any]:
         return {"path": str(run.directory), "model": run.results["model"]}
 

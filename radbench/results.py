@@ -3,7 +3,7 @@
 Results are derived from ``predictions.jsonl`` and ``scores.jsonl`` alone. Each file carries its
 provenance (radbench version and commit, model fingerprint, task version, dataset manifest hash,
 prompt hash, metric configurations, seeds, library versions) and validates against
-``leaderboard/results.schema.json`` before it is written.
+``radbench/schemas/results.schema.json`` before it is written.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def build(report: ScoreReport, provenance: dict[str, Any], failures: dict[str, A
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    text = resources.files("radbench.leaderboard").joinpath("results.schema.json").read_text(encoding="utf-8")
+    text = resources.files("radbench.schemas").joinpath("results.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

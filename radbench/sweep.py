@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from radbench import __version__, compare
 from radbench.errors import UsageError
 from radbench.options import parse_kv
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.runner import RunConfig, run
 from radbench.store import RESULTS, atomic_write_json
 

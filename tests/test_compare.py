@@ -12,7 +12,7 @@ import pytest
 
 from radbench import compare
 from radbench.cli import main
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.runner import RunConfig, run
 from radbench.stats import cluster_draws
 from tests.support.runs import copy_run_with

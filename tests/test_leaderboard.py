@@ -14,7 +14,8 @@ from urllib.parse import unquote
 import pytest
 
 from radbench.cli import main
-from radbench.leaderboard import html, schemas
+from radbench import schemas
+from radbench.leaderboard import html
 from radbench.runner import RunConfig, run
 from tests.support.runs import copy_run_with
 

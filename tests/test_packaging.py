@@ -43,7 +43,7 @@ def test_regular_install_has_no_generic_top_level_names(tmp_path: Path) -> None:
     assert "radbench" in top
     assert not top & set(SUBPACKAGES), top
     assert (target / "radbench/tasks/demo/files/vqa2d_test.csv").is_file()
-    assert (target / "radbench/leaderboard/results.schema.json").is_file()
+    assert (target / "radbench/schemas/results.schema.json").is_file()
     code = (
         "import radbench.tasks.demo as d, radbench.models.baselines, radbench.metrics.bleu\n"
         "print(len(d.DemoDataset().load('vqa', 'test')), d.__file__)\n"

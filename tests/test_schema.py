@@ -1,4 +1,4 @@
-"""Every file radbench writes validates against the schemas in leaderboard/, and the schemas bite.
+"""Every file radbench writes validates against the schemas in radbench/schemas/, and the schemas bite.
 
 ``radbench demo`` (what ``make demo`` runs) writes runs, the demo leaderboard JSON and its page; each
 JSON file and each JSONL line is checked against its schema, as is the output of ``radbench score``.
@@ -16,7 +16,7 @@ import pytest
 
 from radbench import results
 from radbench.cli import main
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.store import PREDICTIONS, RESULTS, SCORES, read_jsonl
 
 TASKS = ("vqa", "report", "rationale", "diagnosis")

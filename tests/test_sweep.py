@@ -11,7 +11,7 @@ import pytest
 from radbench import registry
 from radbench.cli import main
 from radbench.errors import UsageError
-from radbench.leaderboard import schemas
+from radbench import schemas
 from radbench.models.base import Adapter
 from radbench.sweep import find_checkpoints
 from radbench.types import Request, stable_hash

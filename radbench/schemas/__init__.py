@@ -19,7 +19,7 @@ NAMES = ("results", "scores", "predictions", "leaderboard", "compare", "sweep")
 def load(name: str) -> dict[str, Any]:
     if name not in NAMES:
         raise KeyError(f"no schema {name!r}; radbench has {', '.join(NAMES)}")
-    text = resources.files("radbench.leaderboard").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
+    text = resources.files("radbench.schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
