@@ -64,7 +64,7 @@ from radbench.metrics.rouge import ROUGE_IDS, Rouge
 from radbench.metrics.umls import Umls, negation
 from radbench.metrics.umls.extractors import Mention
 from radbench.metrics.umls.stopwords import ENGLISH
-from radbench.tasks.datasets.radfm_files import RATIONALE_SEPARATOR
+from radbench.types import RATIONALE_SEPARATOR
 
 CONCEPT_IDS = ("diagnosis_hit", "diagnosis_hit_any", "feature_recall", "feature_precision",
                "laterality_error_rate", "negation_error_rate")

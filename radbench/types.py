@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ImageKind = Literal["2d", "3d"]
+# A rationale reference is the article text, this sentence, then the radiographic features: the
+# datasets write it and the rationale metric splits on it, so it belongs to the data model.
+RATIONALE_SEPARATOR = "The Radiographic features can be summarized as follows."
 AnswerType = Literal["open", "closed"]
 
 

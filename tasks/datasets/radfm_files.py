@@ -26,10 +26,9 @@ import numpy as np
 
 from radbench.errors import SampleError, UsageError
 from radbench.tasks.datasets.common import Row, Source, read_rows, text
-from radbench.types import ImageKind, ImageRef, Sample, stable_hash
+from radbench.types import RATIONALE_SEPARATOR, ImageKind, ImageRef, Sample, stable_hash
 
 YES_NO = ("yes", "no")
-RATIONALE_SEPARATOR = "The Radiographic features can be summarized as follows."
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy", ".mha", ".mhd", ".nrrd")
 
 
