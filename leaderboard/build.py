@@ -4,7 +4,7 @@ Every entry comes from a schema-validated ``results.json`` and keeps its provena
 weight fingerprint, training-data provenance, radbench commit, seeds) and relative links to the
 run's files, so a published number can be traced to its per-sample predictions. Entries are ranked
 only against runs that measured the same thing: the same task and version, dataset manifest,
-prompts, decoding settings and metric configuration (:func:`radbench.compare.protocol_differences`).
+prompts, decoding settings and metric configuration (:func:`radbench.results.protocol_differences`).
 Mixing is refused with the differing field named, because a leaderboard that silently ranks runs of
 two task versions is the failure this file exists to prevent (harness-lessons §7, items 12 and 22).
 """
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from urllib.parse import quote
 
 from radbench import __version__, registry, results
-from radbench.compare import RunData, load_results, protocol_differences
+from radbench.results import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
 from radbench import schemas
 from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json

@@ -2,7 +2,7 @@
 
 Two runs are only compared when they measured the same thing: same task and version, same dataset
 manifest, same prompts and exemplars, same decoding settings and the same configuration of every
-compared metric. :func:`protocol_differences` names the first field that differs (the leaderboard
+compared metric. :func:`radbench.results.protocol_differences` names the first field that differs (the leaderboard
 uses the same check), because "a different number" is useless without "because the prompt changed".
 
 Comparable runs get a *paired* bootstrap over the sample ids both scored: each resample draws the
@@ -18,164 +18,27 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from radbench import registry, results, scoring
 from radbench.errors import UsageError
-from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, cluster_draws, draw_weights, percentile_ci
 from radbench import schemas
-from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
+from radbench.results import RunData, context_differences, load_run, protocol_differences, short
+from radbench.stats import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_LEVEL,
+    bootstrap_p_value,
+    classify,
+    cluster_draws,
+    draw_weights,
+    holm,
+    percentile_ci,
+)
+from radbench.store import SCORES, atomic_write_json
 
-# Fields that must be equal for two numbers to measure the same thing, as dotted paths into
-# results.json. The model is deliberately absent: comparing models is the point.
-PROTOCOL_FIELDS = (
-    "task.name",
-    "task.version",
-    "dataset.name",
-    "dataset.split",
-    "dataset.manifest_hash",
-    "prompt_hash",
-    "shots",
-    "gen_kwargs",
-)
-# Fields that may differ but that a reader of a comparison should see when they do.
-CONTEXT_FIELDS = (
-    "model.name",
-    "model.version",
-    "model.fingerprint",
-    "model.trained_on",
-    "radbench.version",
-    "radbench.git_commit",
-    "seed",
-    "failures.count",
-)
 WEIGHT_BLOCK = 200  # resamples per weight matrix: bounds memory at 200 x n floats
-
-
-@dataclass
-class RunData:
-    """A run as compare and the leaderboard see it: its results and, when needed, per-sample scores."""
-
-    path: Path
-    results: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def directory(self) -> Path:
-        return self.path.parent if self.path.is_file() else self.path
-
-
-def results_path(path: Path) -> Path:
-    """``results.json`` of a run directory, or the file itself."""
-    return path / RESULTS if path.is_dir() else path
-
-
-def load_results(path: Path) -> RunData:
-    """A run's schema-validated results; a file that is not radbench's is a usage error naming it."""
-    import jsonschema
-
-    file = results_path(path)
-    if not file.is_file():
-        raise UsageError(f"{path}: no {RESULTS} (expected a run directory or a results file)")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{file}: not JSON ({exc})") from None
-    if isinstance(data, dict) and "radbench" in data and data.get("schema_version") != results.SCHEMA_VERSION:
-        raise UsageError(f"{file}: results schema_version {data.get('schema_version')!r}, but this radbench reads "
-                         f"{results.SCHEMA_VERSION!r} (another radbench version wrote it; re-run it with this one)")
-    try:
-        results.validate(data)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise UsageError(f"{file}: not a radbench results file ({where}: {exc.message})") from None
-    return RunData(file, data)
-
-
-def load_run(path: Path) -> RunData:
-    """Results plus the per-sample records of ``scores.jsonl`` next to them."""
-    run = load_results(path)
-    scores = run.path.parent / SCORES
-    if not scores.is_file():
-        raise UsageError(f"{run.path.parent}: no {SCORES}; a paired comparison needs per-sample scores")
-    records, torn = read_jsonl(scores)
-    if torn:
-        raise UsageError(f"{scores}: the last line is incomplete; re-run `radbench run` on this directory")
-    seen: set[str] = set()
-    for record in records:
-        sample_id = record.get("id")
-        if not isinstance(sample_id, str) or sample_id in seen:
-            raise UsageError(f"{scores}: missing or duplicate sample id {sample_id!r}")
-        seen.add(sample_id)
-    # Rows the dataset itself could not provide (no reference) were never scored; they are
-    # counted as failures in results.json and have nothing to pair.
-    run.records = [r for r in records if r.get("scored", True)]
-    return run
-
-
-def _get(obj: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(part)  # type: ignore[assignment]
-    return obj
-
-
-def _flatten(prefix: str, value: Any) -> dict[str, Any]:
-    """Nested dicts as dotted keys, so a difference names the exact setting (``...bleu.tokenizer``)."""
-    if not isinstance(value, dict):
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for key in sorted(value):
-        out.update(_flatten(f"{prefix}.{key}", value[key]))
-    return out or {prefix: {}}
-
-
-def protocol(res: dict[str, Any], metric_groups: Iterable[str]) -> dict[str, Any]:
-    """The settings that decide what a number measures, as ``{dotted path: value}``.
-
-    The exemplar manifest counts only with few-shot prompts: with ``shots=0`` a baseline may learn
-    from the train split, but the prompts (and so what is measured) do not depend on it.
-    """
-    out: dict[str, Any] = {}
-    for dotted in PROTOCOL_FIELDS:
-        out.update(_flatten(dotted, _get(res, dotted)))
-    if res.get("shots", 0) > 0:
-        out["exemplar_manifest_hash"] = res.get("exemplar_manifest_hash")
-    for group in sorted(metric_groups):
-        out.update(_flatten(f"metric_configs.{group}", res["metric_configs"].get(group)))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False) if not isinstance(value, str) else value
-    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
-        return text[:12] + "…"
-    return text if len(text) <= 60 else text[:57] + "…"
-
-
-def protocol_differences(
-    a: dict[str, Any], b: dict[str, Any], metric_groups: Iterable[str], names: tuple[str, str] = ("base", "new")
-) -> list[str]:
-    """One line per setting that differs, e.g. ``dataset.manifest_hash: 4434b359… (base) vs 9f8e… (new)``."""
-    groups = list(metric_groups)
-    pa, pb = protocol(a, groups), protocol(b, groups)
-    keys = list(pa) + [k for k in pb if k not in pa]
-    return [
-        f"{key}: {_short(pa.get(key))} ({names[0]}) vs {_short(pb.get(key))} ({names[1]})"
-        for key in keys
-        if pa.get(key) != pb.get(key)
-    ]
-
-
-def context_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}: {_short(_get(a, key))} (base) vs {_short(_get(b, key))} (new)"
-        for key in CONTEXT_FIELDS
-        if _get(a, key) != _get(b, key)
-    ]
 
 
 @dataclass
@@ -217,48 +80,6 @@ class Comparison:
         if self.incomparable:
             return 2
         return 1 if fail_on_regression and self.regressions else 0
-
-
-def bootstrap_p_value(samples: np.ndarray) -> float | None:
-    """Two-sided p-value of "the difference is 0" from the bootstrap distribution of the difference.
-
-    It inverts the percentile interval (p < 1 - level exactly when the interval excludes 0), with
-    the usual +1 correction so a p-value is never reported as 0 from finitely many resamples.
-    """
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return None
-    tail = min(int((finite <= 0).sum()), int((finite >= 0).sum()))
-    return min(1.0, 2 * (tail + 1) / (finite.size + 1))
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values over the metrics compared together.
-
-    A gate that fails when *any* of eight metrics drops would, uncorrected, raise a false alarm far
-    more often than 5% of the time; the adjustment bounds that family-wise rate. ``--metrics``
-    narrows the family, which is how a team gains power on the metric it cares about.
-    """
-    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    out: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(defined):
-        running = max(running, min(1.0, (len(defined) - rank) * p))
-        out[i] = running
-    return out
-
-
-def classify(diff: float | None, p_value: float | None, level: float, min_effect: float) -> str:
-    """A drop is a regression when it is significant (Holm-adjusted) *and* larger than ``min_effect``."""
-    if diff is None or p_value is None:
-        return "undefined"
-    if p_value >= 1 - level:
-        return "not_significant"
-    if diff < -min_effect:
-        return "regression"
-    if diff > min_effect:
-        return "improvement"
-    return "within_tolerance"
 
 
 def paired_bootstrap(
@@ -411,7 +232,7 @@ def md_escape(text: Any) -> str:
 
 def _describe(run: RunData) -> str:
     model = run.results["model"]
-    fingerprint = md_escape(_short(model["fingerprint"]))
+    fingerprint = md_escape(short(model["fingerprint"]))
     name, version = md_escape(model["name"]), md_escape(model["version"])
     return f"{name} v{version} (weights {fingerprint}) · {md_escape(run.directory)}"
 

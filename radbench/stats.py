@@ -86,3 +86,45 @@ def percentile_ci(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[flo
     alpha = (1 - level) / 2
     low, high = np.quantile(finite, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def bootstrap_p_value(samples: np.ndarray) -> float | None:
+    """Two-sided p-value of "the difference is 0" from the bootstrap distribution of the difference.
+
+    It inverts the percentile interval (p < 1 - level exactly when the interval excludes 0), with
+    the usual +1 correction so a p-value is never reported as 0 from finitely many resamples.
+    """
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return None
+    tail = min(int((finite <= 0).sum()), int((finite >= 0).sum()))
+    return min(1.0, 2 * (tail + 1) / (finite.size + 1))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values over the metrics compared together.
+
+    A gate that fails when *any* of eight metrics drops would, uncorrected, raise a false alarm far
+    more often than 5% of the time; the adjustment bounds that family-wise rate. ``--metrics``
+    narrows the family, which is how a team gains power on the metric it cares about.
+    """
+    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(defined):
+        running = max(running, min(1.0, (len(defined) - rank) * p))
+        out[i] = running
+    return out
+
+
+def classify(diff: float | None, p_value: float | None, level: float, min_effect: float) -> str:
+    """A drop is a regression when it is significant (Holm-adjusted) *and* larger than ``min_effect``."""
+    if diff is None or p_value is None:
+        return "undefined"
+    if p_value >= 1 - level:
+        return "not_significant"
+    if diff < -min_effect:
+        return "regression"
+    if diff > min_effect:
+        return "improvement"
+    return "within_tolerance"

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from radbench import compare
+from radbench import compare, schemas, stats
 from radbench.cli import main
-from radbench import schemas
 from radbench.runner import RunConfig, run
 from radbench.stats import cluster_draws
 from tests.support.runs import copy_run_with
@@ -176,13 +175,13 @@ def test_markdown_escapes_untrusted_text(runs: dict[str, Path], tmp_path: Path) 
 
 
 def test_holm_adjustment() -> None:
-    assert compare.holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
-    assert compare.holm([0.5]) == [0.5]
+    assert stats.holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
+    assert stats.holm([0.5]) == [0.5]
 
 
 def test_p_value_inverts_the_interval() -> None:
-    assert compare.bootstrap_p_value(np.zeros(999)) == 1.0
-    assert compare.bootstrap_p_value(np.full(999, -0.1)) == pytest.approx(2 / 1000)
+    assert stats.bootstrap_p_value(np.zeros(999)) == 1.0
+    assert stats.bootstrap_p_value(np.full(999, -0.1)) == pytest.approx(2 / 1000)
     shifted = np.linspace(-1, 1, 1001) + 0.97  # 2.0% of resamples at or below zero
-    assert compare.bootstrap_p_value(shifted) < 0.05 < compare.bootstrap_p_value(shifted - 0.02)
+    assert stats.bootstrap_p_value(shifted) < 0.05 < stats.bootstrap_p_value(shifted - 0.02)
 
