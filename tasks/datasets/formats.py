@@ -176,12 +176,3 @@ def load_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
 
-
-def first_in(root: Path, names: tuple[str, ...], folders: tuple[str, ...] = ("",)) -> Path | None:
-    """The first of ``names`` under ``root/folder`` for each folder in order (``""``: root itself)."""
-    for folder in folders:
-        for name in names:
-            path = root / folder / name if folder else root / name
-            if path.is_file():
-                return path
-    return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import re
 from dataclasses import replace
 from pathlib import Path
