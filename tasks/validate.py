@@ -28,6 +28,8 @@ class Report:
     dataset: str
     task: str
     split: str
+    # the layout found in --data-root and where it came from (a Hub repo and commit), for datasets that detect one
+    source: dict[str, Any] = field(default_factory=dict)
     files: list[tuple[str, str]] = field(default_factory=list)
     prompts: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
@@ -47,7 +49,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "dataset": self.dataset, "task": self.task, "split": self.split, "ready": self.ready,
+            "dataset": self.dataset, "task": self.task, "split": self.split, "ready": self.ready, "source": self.source,
             "files": [{"subset": s, "path": p} for s, p in self.files], "prompts": self.prompts,
             "samples": self.samples, "failed_rows": self.failed_rows, "images": {
                 "references": sum(self.kinds.values()), "2d": self.kinds["2d"], "3d": self.kinds["3d"],
@@ -66,6 +68,8 @@ def _prefix(path: str, depth: int = 4) -> str:
 
 def _files(dataset: Dataset, task: str, split: str, options: DataOptions) -> list[tuple[str, str]]:
     """Which file each subset reads, for datasets that can say (built-in and folder datasets)."""
+    if hasattr(dataset, "data_files"):
+        return dataset.data_files(task, split, options)
     if hasattr(dataset, "sources"):
         return [(part.subset, str(src.path)) for part, src, _ in dataset.sources(task, split, options)]
     if hasattr(dataset, "files"):
@@ -77,6 +81,8 @@ def _files(dataset: Dataset, task: str, split: str, options: DataOptions) -> lis
 def validate(dataset: Dataset, task: str, options: DataOptions, split: str = "test", read_pixels: bool = True) -> Report:
     """Load ``split`` of ``task`` as a run would, and check every image reference it holds."""
     report = Report(getattr(dataset, "name", "?"), task, split, checked="read" if read_pixels else "exists")
+    if hasattr(dataset, "locate"):
+        report.source = dataset.locate(options).describe()
     report.files = _files(dataset, task, split, options)
     report.prompts = PromptLibrary.discover(options).describe()
     samples = load_split(dataset, task, split, options)
@@ -93,9 +99,11 @@ def validate(dataset: Dataset, task: str, options: DataOptions, split: str = "te
             report.capped += 1
             report.images_dropped += sample.metadata["images_capped"]["of"] - len(sample.images)
     report.unique_images = len(users)
-    data_root = os.path.abspath(options.data_root) if options.data_root else None
+    data_root = report.source.get("root") or options.data_root
+    data_root = os.path.abspath(data_root) if data_root else None
+    rewrite_roots = {os.path.abspath(new) for _, new in options.image_roots}
     for ref, ids in users.items():
-        if ref.root is not None and data_root is not None and os.path.abspath(ref.root) != data_root:
+        if ref.root is not None and os.path.abspath(ref.root) in rewrite_roots:
             report.rewritten[ref.root] += 1
         elif os.path.isabs(ref.path) and data_root is not None and not Path(ref.path).is_relative_to(data_root):
             report.unmapped_prefixes[_prefix(ref.path)] += 1
@@ -110,6 +118,10 @@ def render(report: Report, limit: int = 20) -> str:
     """The report as text for a terminal: a summary first, then the problems (first ``limit`` each)."""
     lines = [f"dataset {report.dataset!r}, task {report.task!r}, split {report.split!r}: "
              + ("READY" if report.ready else "NOT READY")]
+    if report.source:
+        origin = (f" from Hugging Face {report.source['repo_type']} repo {report.source['repo_id']} "
+                  f"at commit {report.source['commit']}") if report.source.get("repo_id") else ""
+        lines.append(f"  format {report.source['format']}{origin} in {report.source['root']}")
     for subset, path in report.files:
         lines.append(f"  file   {subset}: {path}")
     mode = report.prompts.get("mode")
