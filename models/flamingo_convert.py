@@ -120,15 +120,17 @@ def prepare_tokenizer(model: str, tokenizer: Any, llama: bool) -> Any:
     LLaMA's tokenizer was the slow one then (specials eat surrounding whitespace: ``strip=True``);
     MPT/NeoX tokenizers were fast (``strip=False``). Ids follow the base vocabulary in that order.
     """
-    base = len(tokenizer)
+    base, present = len(tokenizer), tokenizer.get_vocab()
     add_special_tokens(tokenizer, [EOC, IMAGE], strip=llama)
-    expected = {EOC: base, IMAGE: base + 1}
+    # A tokenizer saved after this step already holds the tokens; open_flamingo keeps their ids.
+    expected = {t: base + i for i, t in enumerate(t for t in (EOC, IMAGE) if t not in present)}
     if tokenizer.pad_token is None:  # LLaMA-1's and NeoX's tokenizers have none; OpenFlamingo added <PAD>
         from tokenizers import AddedToken
 
         tokenizer.add_special_tokens({"pad_token": AddedToken(PAD, lstrip=llama, rstrip=llama, special=True,
                                                               normalized=False)})
-        expected[PAD] = base + 2
+        if PAD not in present:
+            expected[PAD] = base + len(expected)
     assert_token_ids(model, tokenizer, expected)
     tokenizer.padding_side = "left"
     return tokenizer

@@ -13,23 +13,20 @@ from radbench.errors import UsageError
 from radbench.models.loading import first_line
 
 def load_llama_tokenizer(model: str, folder: Path) -> Any:
-    """The LLaMA-1 SentencePiece tokenizer as the authors' transformers 4.28-4.30 used it.
+    """The LLaMA-family SentencePiece tokenizer as the authors' slow ``LlamaTokenizer`` ran it.
 
-    Transformers 5.x changed three defaults (measured against 4.30's tokenization): ``add_bos_token``
-    is False without a config, non-legacy tokenization drops the ``▁`` after a special token
-    (``<image>Question`` -> ``Q``,``uestion``), and RadFM's config's empty ``bos/eos/unk`` strings
-    recurse. All three are pinned here; ``bos=1, eos=2, unk=0`` is asserted.
+    transformers 5.x's ``LlamaTokenizer`` no longer calls SentencePiece and splits runs of spaces,
+    leading spaces and invalid UTF-8 bytes differently, so ``tokenizer.model`` is run through
+    :class:`radbench.models.spm.SentencePieceTokenizer` (SentencePiece itself plus the slow
+    tokenizer's splitting at added tokens). ``bos=1, eos=2, unk=0`` is asserted.
     """
-    from transformers import LlamaTokenizer
+    from radbench.models.spm import SentencePieceTokenizer
 
-    if not ((folder / "tokenizer.model").exists() or (folder / "tokenizer.json").exists()):
+    if not (folder / "tokenizer.model").exists():
         raise UsageError(f"model {model!r}: {folder} lacks tokenizer.model (the LLaMA SentencePiece tokenizer)")
     try:
-        tok = LlamaTokenizer.from_pretrained(
-            str(folder), local_files_only=True, add_bos_token=True, add_eos_token=False, legacy=True,
-            bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        )
-    except Exception as exc:  # sentencepiece/protobuf/tokenizers raise many types for a bad file
+        tok = SentencePieceTokenizer.from_folder(folder)
+    except Exception as exc:  # sentencepiece/json raise many types for a bad file
         raise UsageError(f"model {model!r}: cannot load the tokenizer in {folder}: {first_line(exc)}") from exc
     for token, expected in (("<unk>", 0), ("<s>", 1), ("</s>", 2)):
         got = tok.convert_tokens_to_ids(token)
