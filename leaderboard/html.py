@@ -2,8 +2,9 @@
 
 The page is rendered here, in Python, with every string from the results passed through
 :func:`html.escape`, so it is complete without JavaScript and no result text ever becomes markup (a
-model named ``<script>alert(1)</script>`` is shown as those characters). The small inline script
-only adds sorting and filtering. A Content-Security-Policy that allows exactly the inline script and
+model named ``<script>alert(1)</script>`` is shown as those characters). Metric panels are chosen
+with radio buttons and CSS, so that works without script too; the small inline script only adds
+sorting and filtering. A Content-Security-Policy that allows exactly the inline script and
 style (by hash) and nothing else means the page makes no network request and, should an escape ever
 be missed, an injected script still would not run.
 """
