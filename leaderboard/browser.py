@@ -28,7 +28,7 @@ from typing import Any
 TIMEOUT = 60.0
 WIDTHS = (1400, 800)
 
-# Runs in the page: the document's width against the window's, then every metric panel in turn
+# Runs in the page: the document's width against the window's (less its vertical scrollbar), then every metric panel in turn
 # (each chooser's radio buttons are checked one by one), naming each table wrapper whose content is
 # wider than its box, i.e. columns behind a scrollbar. The first panel is checked again at the end.
 OVERFLOW_PROBE = """
@@ -46,7 +46,8 @@ OVERFLOW_PROBE = """
     inputs.forEach((input) => { input.checked = true; scan("panel " + input.id); });
     if (inputs.length) { inputs[0].checked = true; }
   });
-  return {viewport: window.innerWidth, document: document.documentElement.scrollWidth, wide: wide};
+  const root = document.documentElement;  // clientWidth: the window less any vertical scrollbar
+  return {viewport: root.clientWidth, document: root.scrollWidth, wide: wide};
 })()
 """
 
