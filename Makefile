@@ -3,9 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# On machines without a torch in the venv, install the CPU wheel 2.13.0 (an unpinned torch pulls a
-# multi-GB CUDA build). GPU users: install your own torch into .venv first, or `make install TORCH_SPEC=`.
+# torch, installed only when .venv has none (README, "Install"). From the default package index,
+# torch==2.13.0 on Linux x86_64 is the CUDA build and pulls about 15 nvidia-* packages (several GB),
+# whether or not the machine has a GPU. `make install TORCH_INDEX=cpu` takes the CPU-only wheel from
+# PyTorch's CPU index instead; TORCH_INDEX=URL uses any other index (a mirror). GPU users may also
+# install their own torch into .venv first, or skip it with `make install TORCH_SPEC=`.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.org/whl/cpu,$(TORCH_INDEX))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -17,12 +22,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-		$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
+		$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)" )"$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install --quiet -e '.[models,metrics,test]'
 	touch $@
 
+# The browser step screenshots runs/demo/index.html at 1400 and 800 px (leaderboard-1400.png,
+# leaderboard-800.png) where chromium is installed, and says in one line that it skipped otherwise.
 demo: install
 	$(BIN)/radbench demo --output runs/demo
+	$(BIN)/python -m radbench.leaderboard.browser runs/demo/index.html
 
 test: install
 	$(BIN)/python -m pytest -q

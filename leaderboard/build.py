@@ -156,11 +156,15 @@ def _rank(entries: list[dict[str, Any]], metric_id: str, higher_is_better: bool 
 
 
 def _metric_order(task: str, present: set[str]) -> list[str]:
-    """The task's default metrics first (its first is the primary ranking), then any others."""
+    """The task's primary metric (it orders the entries), its other default metrics, then any others."""
     try:
-        defaults = list(registry.get("tasks", task).default_metrics)
+        cls = registry.get("tasks", task)
     except UsageError:  # a task from a plugin that is not installed here: rank alphabetically
         defaults = []
+    else:
+        defaults = list(cls.default_metrics)
+        primary = getattr(cls, "primary_metric", "")
+        defaults = ([primary] if primary else []) + [m for m in defaults if m != primary]
     return [m for m in defaults if m in present] + sorted(present - set(defaults))
 
 

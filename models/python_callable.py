@@ -4,7 +4,8 @@ A training team can score a checkpoint between epochs without writing an adapter
 loads the images, renders each request to text with ``<image>`` placeholders, and calls the function
 with the whole batch. The function returns one string per input, in order.
 
-``fn`` names either
+``fn`` is imported as ``python -m`` would: a module in the working directory is found first.
+It names either
 
 * a function ``fn(inputs: list[CallableInput]) -> list[str]``, or
 * a class, instantiated once with the remaining ``--model-args`` as keyword strings (so a checkpoint
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -107,6 +110,18 @@ def _path_digest(value: str) -> str | None:
     return None
 
 
+def _import_from_cwd() -> None:
+    """Let ``fn=mylab.toy:Model`` find ``./mylab`` as ``python -m`` would: the working directory first.
+
+    The ``radbench`` console script puts its own folder, not the working directory, at the head of
+    ``sys.path``, so a model module sitting next to the user (the common case while training) was
+    not importable; ``python -m radbench`` already has it (as ``""``).
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and not any(p and os.path.abspath(p) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
 class PythonCallableAdapter(Adapter):
     """Wraps a user function (or a class instance) that maps a batch of inputs to strings."""
 
@@ -138,6 +153,7 @@ class PythonCallableAdapter(Adapter):
             raise UsageError(f"model 'python': --model-args batch_size={model_args['batch_size']!r} is not an integer") from None
         if batch_size < 1:
             raise UsageError(f"model 'python': batch_size must be >= 1, got {batch_size}")
+        _import_from_cwd()
         obj = registry.load_target(target, f"model 'python' fn={target!r}")
         if inspect.isclass(obj):
             try:

@@ -137,6 +137,11 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
         cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
         scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
     report = scoring.score(scored, metric_ids, seed=seed, settings=metric_args)
+    if all(m["n"] == 0 for m in report.metrics.values()):
+        # e.g. report rows under --task diagnosis: accuracy is defined only for closed questions (a
+        # yes/no reference or answer options), so every row is skipped and n=0 would read as a result.
+        raise UsageError(f"{path}: none of its {len(scored)} rows can be scored by {', '.join(metric_ids)} "
+                         f"(task {task_name!r}); are these predictions for another --task?")
     output.mkdir(parents=True, exist_ok=True)
     write_jsonl(output / SCORES, report.records)
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -152,6 +152,10 @@ class Task:
     description: ClassVar[str] = ""
     default_dataset: ClassVar[str] = "radbench"
     default_metrics: ClassVar[tuple[str, ...]] = ()
+    # The one number a leaderboard ranks by and shows first; one of ``default_metrics``. Chosen per
+    # task for what a clinician would ask of it (docs/results.md, "Primary metrics"), not for which
+    # number happens to be largest. Empty: the first default metric.
+    primary_metric: ClassVar[str] = ""
     default_gen_kwargs: ClassVar[dict[str, Any]] = {}
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
 

@@ -15,4 +15,5 @@ class DiagnosisTask(Task):
     description = "Closed-set diagnosis: balanced yes/no disease questions and modality recognition"
     default_dataset = "radbench"
     default_metrics = ("accuracy",)
+    primary_metric = "accuracy"
     default_gen_kwargs = {"max_new_tokens": 16}

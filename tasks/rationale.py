@@ -20,6 +20,8 @@ class RationaleTask(Task):
     default_dataset = "radbench"
     # Text overlap over the whole rationale rewards reproducing the article; the rationale metrics
     # read it as a radiologist would (diagnosis, features, side, polarity) and per part.
+    # The diagnosis first: a rationale around the wrong disease is wrong, however well it reads.
+    primary_metric = "diagnosis_hit"
     default_metrics = (
         "bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "bertscore_f1",
         "umls_precision", "umls_recall", "umls_f1",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,30 @@ def test_cli_run_on_the_demo(tmp_path: Path) -> None:
     assert all(r["prediction"].startswith("1 3x256x256 ") for r in records)
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["fn"] == "tests.test_adapter_callable:describe_inputs"
+
+
+def test_fn_is_imported_from_the_working_directory_as_python_m_does(tmp_path: Path) -> None:
+    """``radbench`` (the console script) finds ./mylab/toy.py, which only the working directory holds."""
+    package = tmp_path / "mylab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "toy.py").write_text(
+        "class Model:\n"
+        "    def __init__(self, answer: str = 'yes') -> None:\n"
+        "        self.answer = answer\n"
+        "    def __call__(self, inputs):\n"
+        "        return [self.answer for _ in inputs]\n"
+    )
+    script = Path(sys.executable).parent / "radbench"
+    proc = subprocess.run(
+        [str(script), "run", "--model", "python", "--model-args", "fn=mylab.toy:Model,answer=no", "--task", "vqa",
+         "--dataset", "demo", "--limit", "3", "--output", "out", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = read_jsonl(tmp_path / "out" / PREDICTIONS)[0]
+    assert [r["prediction"] for r in records] == ["no"] * 3
+    missing = subprocess.run([str(script), "run", "--model", "python", "--model-args", "fn=mylab.toy:Model",
+                              "--task", "vqa", "--dataset", "demo", "--limit", "1", "--output", "o2", "--quiet"],
+                             cwd=tmp_path / "out", capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "cannot import module 'mylab.toy'" in missing.stderr  # only from its cwd

@@ -489,7 +489,7 @@ def test_score_keeps_empty_and_huge_predictions(prediction: Any, tmp_path: Path,
     for metric in res["metrics"].values():
         assert 0.0 <= metric["ci_low"] <= metric["value"] <= metric["ci_high"] <= 1.0
     if not prediction:
-        assert scores["odd-open"]["rougeL"] == 0.0 and scores["odd-open"]["bleu1"] == 0.0
+        assert scores["odd-open"]["token_recall"] == 0.0 and scores["odd-open"]["bleu1"] == 0.0
 
 
 def test_run_keeps_empty_and_1mb_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

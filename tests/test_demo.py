@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -94,3 +98,36 @@ def test_ct_phantom_lesions_are_on_the_labelled_side(case: str, split: str, para
             x = CT_LUNG_X[side]
             fluid = vol[42:47, x - 3 : x + 4, :].mean() > 60
             assert fluid == (params["effusion"] in (side, "bilateral")), (case, side)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_dry_run(target: str, *variables: str, venv: Path) -> str:
+    """The commands ``make TARGET`` would run (``make -n``: nothing is installed or fetched)."""
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"VENV={venv}", *variables],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_install_takes_the_cpu_wheel_only_when_asked(tmp_path: Path) -> None:
+    """Default install unchanged (the configured index); TORCH_INDEX=cpu adds PyTorch's CPU index."""
+    default = [line for line in _make_dry_run("install", venv=tmp_path / "v").splitlines() if "torch==" in line]
+    cpu = [line for line in _make_dry_run("install", "TORCH_INDEX=cpu", venv=tmp_path / "v").splitlines()
+           if "torch==" in line]
+    install = [line for line in default if "pip install" in line]
+    assert install and all("--index-url" not in line for line in install)
+    assert any('--index-url "https://download.pytorch.org/whl/cpu" "torch==2.13.0"' in line for line in cpu)
+    mirror = _make_dry_run("install", "TORCH_INDEX=https://mirror.example/simple", venv=tmp_path / "v")
+    assert '--index-url "https://mirror.example/simple" "torch==' in mirror
+    readme = (ROOT / "README.md").read_text()
+    assert "make install TORCH_INDEX=cpu" in readme and "nvidia-*" in readme
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_keeps_leaderboard_screenshots(tmp_path: Path) -> None:
+    commands = _make_dry_run("demo", venv=tmp_path / "v").splitlines()
+    demo = next(i for i, c in enumerate(commands) if "radbench demo --output runs/demo" in c)
+    assert commands[demo + 1].endswith("python -m radbench.leaderboard.browser runs/demo/index.html")

@@ -13,10 +13,12 @@ from urllib.parse import unquote
 
 import pytest
 
+from radbench import registry
 from radbench.cli import main
 from radbench import schemas
 from radbench.leaderboard import html
 from radbench.runner import RunConfig, run
+from radbench.tasks.vqa import VQATask
 from tests.support.runs import copy_run_with
 
 EVIL = "<script>alert(1)</script>"
@@ -32,6 +34,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def demo_board(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``radbench demo``'s leaderboard.json: both baselines on every task."""
+    root = tmp_path_factory.mktemp("lb-demo")
+    assert main(["demo", "--output", str(root), "--quiet"]) == 0
+    return root / "leaderboard.json"
 
 
 def _build(*args: str) -> int:
@@ -67,7 +75,10 @@ def test_report_group_ranks_every_metric(runs: Path, tmp_path: Path) -> None:
     assert _build(str(runs / "majority-report"), str(runs / "retrieval-report" / "results.json"),
                   str(runs / "majority-report"), "--output", str(out)) == 0  # a run named twice counts once
     (group,) = json.loads(out.read_text())["groups"]
-    assert group["metrics"][:4] == ["bleu1", "bleu2", "bleu3", "bleu4"]
+    assert group["primary_metric"] == "umls_neg_f1" and group["metrics"][:5] == [
+        "umls_neg_f1", "bleu1", "bleu2", "bleu3", "bleu4"]
+    values = [e["metrics"]["umls_neg_f1"]["value"] for e in group["entries"]]
+    assert values == sorted(values, reverse=True)
     assert len(group["entries"]) == 2
     for metric in group["metrics"]:
         assert sorted(e["metrics"][metric]["rank"] for e in group["entries"]) in ([1, 2], [1, 1])
@@ -179,3 +190,122 @@ def test_error_rates_rank_the_smallest_first(tmp_path: Path) -> None:
     rows = {e["model"]["name"]: e["metrics"]["negation_error_rate"] for e in board["groups"][0]["entries"]}
     best = min(rows, key=lambda name: rows[name]["value"])
     assert rows[best]["rank"] == 1
+
+
+@pytest.mark.parametrize(("task", "primary"), [("vqa", "accuracy"), ("diagnosis", "accuracy"),
+                                               ("rationale", "diagnosis_hit"), ("report", "umls_neg_f1")])
+def test_each_task_declares_its_primary_metric_among_its_defaults(task: str, primary: str) -> None:
+    cls = registry.get("tasks", task)
+    assert cls.primary_metric == primary and primary in cls.default_metrics
+
+
+def test_vqa_defaults_leave_out_the_near_zero_bleu_orders(tmp_path: Path) -> None:
+    """BLEU-2..4 are about 0 on one-word answers; as defaults they only weaken compare's Holm correction."""
+    assert VQATask.default_metrics == ("accuracy", "exact_match", "token_recall", "parse_failure_rate", "bleu1")
+    res = run(RunConfig(model="majority", task="vqa", dataset="demo", output=tmp_path / "vqa", quiet=True))
+    assert list(res["metrics"]) == list(VQATask.default_metrics)
+
+
+def _page_groups(text: str) -> dict[str, str]:
+    return dict(re.findall(r'<section class="group" id="[^"]*" data-task="([^"]+)".*?>(.*?)</section>', text, re.S))
+
+
+def test_html_leads_with_the_primary_metric_and_splits_the_rest_into_panels(demo_board: Path) -> None:
+    board = json.loads(demo_board.read_text())
+    text = html.render(board)
+    sections = _page_groups(text)
+    for group in board["groups"]:
+        chosen = html.panels(group)
+        shown = [m for _, cols in chosen for m in cols]
+        assert sorted(shown) == sorted(set(group["metrics"]) - {group["primary_metric"]})  # each metric once
+        assert all(0 < len(cols) <= html.PANEL_COLUMNS for _, cols in chosen)
+        section = sections[group["task"]["name"]]
+        tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", section)
+        assert len(tables) == max(len(chosen), 1)
+        for head in tables:  # rank, model, n, then the primary metric in every panel
+            labels = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<button[^>]*>(.*?)</button>", head)]
+            assert labels[:4] == ["#", "model", "n", group["primary_metric"]]
+        assert section.count('type="radio"') == (len(chosen) if len(chosen) > 1 else 0)
+    rationale = html.panels(next(g for g in board["groups"] if g["task"]["name"] == "rationale"))
+    assert rationale[0][0].startswith("rationale") and "feature_recall" in rationale[0][1]
+
+
+def test_lower_is_better_metrics_are_marked_and_sorted_smallest_first(demo_board: Path) -> None:
+    board = json.loads(demo_board.read_text())
+    vqa = next(g for g in board["groups"] if g["task"]["name"] == "vqa")
+    text = _page_groups(html.render(board))["vqa"]
+    head = re.search(r'<th class="" data-type="num" data-first="(\w+)" title="lower is better">'
+                     r'<button type="button">parse_<wbr>failure_<wbr>rate <span title="lower is better">↓</span>',
+                     text)
+    assert head and head.group(1) == "ascending"
+    assert '<th class="" data-type="num" data-first="descending" title="higher is better"><button type="button">' \
+           'exact_<wbr>match</button>' in text
+    entries = [{"model": {"name": n, "version": "1"}, "metrics": {"parse_failure_rate": {
+        "value": v, "ci_low": v, "ci_high": v, "n": 5}}} for n, v in (("bad", 0.4), ("good", 0.1))]
+    svg = html.chart("parse_failure_rate", entries, lower_is_better=True)
+    assert svg.index(">good<") < svg.index(">bad<") and "↓" in svg and "lower is better" in svg
+    assert "parse_failure_rate" in vqa["metric_configs"]["accuracy"]["lower_is_better"]
+
+
+def _bar_widths(svg: str) -> list[float]:
+    return [float(w) for w in re.findall(r'class="b" x="[^"]+" y="[^"]+" width="([^"]+)"', svg)]
+
+
+def test_bounded_metrics_are_drawn_on_a_fixed_zero_to_one_axis() -> None:
+    """A BLEU-3 of 1e-13 is no bar at all, not a full one; 0.5 is half the plot whatever the others."""
+    def entries(*values: float) -> list[dict[str, Any]]:
+        return [{"model": {"name": f"m{i}", "version": "1"},
+                 "metrics": {"bleu3": {"value": v, "ci_low": v / 2, "ci_high": v, "n": 3}}}
+                for i, v in enumerate(values)]
+
+    assert _bar_widths(html.chart("bleu3", entries(1e-13))) == [0.0]
+    assert _bar_widths(html.chart("bleu3", entries(0.5, 1e-13))) == [html.PLOT_WIDTH / 2, 0.0]
+    assert ">1</text>" in html.chart("bleu3", entries(1e-13))  # the axis ends at 1
+    seconds = html.chart("bleu3", entries(3.0, 1.5))  # a metric outside [0, 1] gets a round axis above it
+    assert _bar_widths(seconds) == [html.PLOT_WIDTH * 3 / 5, html.PLOT_WIDTH * 1.5 / 5]
+
+
+def test_one_entry_reads_right(runs: Path, tmp_path: Path) -> None:
+    assert _build(str(runs / "majority-report"), "--output", str(tmp_path / "lb.json")) == 0
+    text = html.render(json.loads((tmp_path / "lb.json").read_text()))
+    plain = re.sub(r"<[^>]+>", "", text)
+    assert "1 entry," in plain and "1 entries" not in plain and "from 1 run in 1 group." in plain
+    assert "1–1" not in plain and "(1–1)" not in plain and "rank 1 (" not in plain
+    assert "rank ranges" not in plain and "interval allows" not in plain
+
+
+def test_rank_ranges_show_only_when_they_span_places(runs: Path, tmp_path: Path) -> None:
+    assert _build(str(runs / "majority-report"), str(runs / "retrieval-report"), "--output",
+                  str(tmp_path / "lb.json")) == 0
+    board = json.loads((tmp_path / "lb.json").read_text())
+    (group,) = board["groups"]
+    text = html.render(board)
+    for entry in group["entries"]:
+        row = entry["metrics"][group["primary_metric"]]
+        low, high = row["rank_range"]
+        spread = f'<small title="ranks its 95% interval allows">{low}–{high}</small>'
+        assert (spread in text) == (low != high)
+    assert "2 entries," in text
+
+
+def test_browser_check_skips_in_one_line_without_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from radbench.leaderboard import browser
+
+    page = tmp_path / "index.html"
+    page.write_text("<!DOCTYPE html><title>x</title>")
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    assert browser.main([str(page)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "skipped" in out and "chromium" in out
+    assert not list(tmp_path.glob("*.png"))
+    assert browser.main([str(tmp_path / "missing.html")]) == 2
+
+
+def test_results_doc_examples_name_real_tasks_and_datasets() -> None:
+    """Every ``--task``/``--dataset`` in docs/results.md's commands is one radbench knows."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
+    used = re.findall(r"--(task|dataset) ([\w.-]+)", doc)
+    assert ("dataset", "mimic-cxr") in used
+    for kind, name in used:
+        assert name in registry.names(kind + "s"), f"docs/results.md: --{kind} {name} is not a registered {kind}"

@@ -1,160 +1,40 @@
 """The leaderboard page in a real headless browser (Debian's ``chromium``): loads without console
-errors, sorts when a header is clicked, filters, renders hostile names as text, and is screenshotted.
+errors, fits a 1400 px and an 800 px window with no horizontal scrollbar (the test fails on any
+overflow), switches metric panels without script, sorts when a header is clicked, filters, renders
+hostile names as text, and is screenshotted at both widths.
 
-The browser is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON
-messages separated by NUL bytes on file descriptors 3 and 4), so the test needs no websocket library
-and opens no port. Where chromium is not installed (``.ci/run`` installs it) the test is skipped
-with a message saying so.
+The DevTools client lives in :mod:`radbench.leaderboard.browser`, which ``make demo`` also runs to keep
+``runs/demo/leaderboard-1400.png`` and ``-800.png``. Where chromium is not installed (``.ci/run``
+installs it) the test is skipped with a message saying so.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import select
 import shutil
-import subprocess
-import time
+import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from radbench.cli import main
-from radbench.runner import RunConfig, run
+from radbench.leaderboard import browser as browser_mod
+from radbench.leaderboard import html
+from radbench.leaderboard.browser import DevTools, overflow
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = browser_mod.find_chromium()
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="browser test skipped: Debian's chromium is not installed (`apt-get install -y chromium`; .ci/run "
            "installs it where apt works)",
 )
 EVIL = "<script>alert(1)</script>"
-TIMEOUT = 60.0
-
-
-class DevTools:
-    """A minimal DevTools-protocol client over chromium's debugging pipe."""
-
-    def __init__(self, profile: Path) -> None:
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-
-        def wire() -> None:  # runs in the child: the pipe must be fds 3 (commands) and 4 (replies)
-            read, write = os.dup(to_browser_r), os.dup(from_browser_w)
-            os.dup2(read, 3)
-            os.dup2(write, 4)
-
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            preexec_fn=wire, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict[str, Any]] = []
-        self.session: str | None = None
-
-    def _read_message(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise TimeoutError("chromium did not answer over the DevTools pipe")
-            chunk = os.read(self._from_browser, 1 << 20)
-            if not chunk:
-                raise RuntimeError(f"chromium closed the DevTools pipe (exit code {self.proc.poll()})")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def call(self, method: str, params: dict[str, Any] | None = None, browser_level: bool = False) -> dict[str, Any]:
-        self._next_id += 1
-        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if self.session and not browser_level:
-            message["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            reply = self._read_message(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def wait_for(self, method: str) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT
-        for event in self.events:
-            if event.get("method") == method:
-                return event
-        while True:
-            event = self._read_message(deadline)
-            self.events.append(event)
-            if event.get("method") == method:
-                return event
-
-    def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", {"url": "about:blank"}, browser_level=True)["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 browser_level=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
-        self.events.clear()
-        self.call("Page.navigate", {"url": url})
-        self.wait_for("Page.loadEventFired")
-
-    def js(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def problems(self) -> list[str]:
-        """Console errors, uncaught exceptions, error log entries (CSP violations) and dialogs."""
-        out = []
-        for event in self.events:
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                out.append(f"console.{params['type']}: {params.get('args')}")
-            elif method == "Runtime.exceptionThrown":
-                out.append(f"exception: {params['exceptionDetails']}")
-            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-                out.append(f"log: {params['entry'].get('text')}")
-            elif method == "Page.javascriptDialogOpening":
-                out.append(f"dialog: {params.get('message')}")
-        return out
-
-    def screenshot(self, path: Path) -> None:
-        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        shot = self.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1},
-        })
-        path.write_bytes(base64.b64decode(shot["data"]))
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close", browser_level=True)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_browser)
-        os.close(self._from_browser)
 
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[DevTools]:
-    client = DevTools(tmp_path / "profile")
+    client = DevTools(tmp_path / "profile", CHROMIUM)
     try:
         yield client
     finally:
@@ -162,14 +42,21 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo baselines on two tasks plus a hostile model name, built and rendered by the CLI."""
-    root = tmp_path_factory.mktemp("browser")
-    for model, task in [("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "report"),
-                        ("retrieval", "report")]:
-        run(RunConfig(model=model, task=task, dataset="demo", output=root / "runs" / f"{model}-{task}", quiet=True))
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``radbench demo``'s folder: both baselines on every task, its leaderboard.json and index.html."""
+    root = tmp_path_factory.mktemp("browser") / "demo"
+    assert main(["demo", "--output", str(root), "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(demo: Path) -> Path:
+    """The demo's diagnosis and report runs plus a hostile model name, built and rendered by the CLI."""
+    root = demo.parent
+    for run in ("majority-diagnosis", "retrieval-diagnosis", "majority-report", "retrieval-report"):
+        shutil.copytree(demo / run, root / "runs" / run)
     evil = root / "runs" / "evil-report"
-    shutil.copytree(root / "runs" / "majority-report", evil)
+    shutil.copytree(demo / "majority-report", evil)
     results = json.loads((evil / "results.json").read_text())
     results["model"]["name"] = EVIL
     (evil / "results.json").write_text(json.dumps(results))
@@ -178,7 +65,55 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "index.html"
 
 
-ORDER = "Array.from(document.querySelectorAll('#{g} tbody tr')).map(r => r.cells[{c}].getAttribute('data-v'))"
+def _png_width(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">I", data[16:20])[0]
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_demo_leaderboard_fits_the_window(browser: DevTools, demo: Path, tmp_path: Path, width: int) -> None:
+    """No part of the demo page, in any metric panel, needs a horizontal scrollbar; screenshot kept."""
+    browser.open((demo / "index.html").as_uri(), width)
+    assert browser.js("document.querySelectorAll('.chooser > div.panel').length") >= 4  # panels were probed
+    assert overflow(browser) == []
+    # Everything opened (provenance, protocol) still fits: long hashes and names wrap.
+    browser.js("document.querySelectorAll('details').forEach(d => d.open = true)")
+    assert [p for p in overflow(browser) if "pre" not in p] == []
+    browser.js("document.querySelectorAll('details').forEach(d => d.open = false)")
+    shot = tmp_path / f"leaderboard-{width}.png"
+    browser.screenshot(shot)
+    assert abs(_png_width(shot) - width) <= 20 and shot.stat().st_size > 20_000
+    assert browser.problems() == []
+
+
+def test_overflow_would_be_caught(browser: DevTools, demo: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above is only as good as its probe: every rationale metric in one table must overflow."""
+    monkeypatch.setattr(html, "PANEL_COLUMNS", 30)
+    wide = tmp_path / "wide.html"
+    html.write(demo / "leaderboard.json", wide)
+    browser.open(wide.as_uri(), 800)
+    problems = overflow(browser)
+    assert problems and any("rationale" in p for p in problems), problems
+
+
+def test_metric_panels_switch_without_script(browser: DevTools, demo: Path) -> None:
+    browser.open((demo / "index.html").as_uri(), 1400)
+    shown = ("Array.from(document.querySelectorAll('#{g} .panel')).map(p => p.getClientRects().length > 0)")
+    group = browser.js("document.querySelector('section.group[data-task=report]').id")
+    first = browser.js(shown.format(g=group))
+    assert first[0] and not any(first[1:])
+    browser.js(f"document.querySelectorAll('#{group} .chooser > label')[2].click()")
+    assert browser.js(shown.format(g=group)) == [i == 2 for i in range(len(first))]
+    # The primary metric leads every panel's metric columns.
+    heads = browser.js(f"Array.from(document.querySelectorAll('#{group} .panel')).map("
+                       "p => p.querySelectorAll('thead th')[3].textContent)")
+    assert set(heads) == {"umls_neg_f1"}
+
+
+TABLE = "document.querySelector('#{g} table.board')"  # the first panel's table
+ORDER = "Array.from(" + TABLE + ".tBodies[0].rows).map(r => r.cells[{c}].getAttribute('data-v'))"
 
 
 def test_page_loads_sorts_filters_and_escapes(browser: DevTools, page: Path, tmp_path: Path) -> None:
@@ -188,19 +123,19 @@ def test_page_loads_sorts_filters_and_escapes(browser: DevTools, page: Path, tmp
 
     # Sorting: the report group has three entries; click "model", then click it again.
     group = browser.js("document.querySelectorAll('section.group')[1].id")
-    headers = browser.js(f"Array.from(document.querySelectorAll('#{group} thead th')).map(t => t.textContent)")
-    model_col, bleu_col = headers.index("model"), headers.index("bleu4")
-    click = f"document.querySelectorAll('#{group} thead th')[{{}}].querySelector('button').click()"
+    table = TABLE.format(g=group)
+    headers = browser.js(f"Array.from({table}.tHead.rows[0].cells).map(t => t.textContent)")
+    model_col, metric_col = headers.index("model"), headers.index("umls_recall")
+    click = f"{table}.tHead.rows[0].cells[{{}}].querySelector('button').click()"
     browser.js(click.format(model_col))
     names = browser.js(ORDER.format(g=group, c=model_col))
     assert names == sorted(names, key=str.lower) and len(names) == 3
     browser.js(click.format(model_col))
     assert browser.js(ORDER.format(g=group, c=model_col)) == sorted(names, key=str.lower, reverse=True)
-    browser.js(click.format(bleu_col))
-    values = [float(v) for v in browser.js(ORDER.format(g=group, c=bleu_col))]
+    browser.js(click.format(metric_col))
+    values = [float(v) for v in browser.js(ORDER.format(g=group, c=metric_col))]
     assert values == sorted(values, reverse=True)
-    assert browser.js(f"document.querySelectorAll('#{group} thead th')[{bleu_col}].getAttribute('aria-sort')") == \
-        "descending"
+    assert browser.js(f"{table}.tHead.rows[0].cells[{metric_col}].getAttribute('aria-sort')") == "descending"
 
     # Filters: only the diagnosis group stays visible.
     choose = ("{{ const s = document.getElementById('filter-task'); s.value = '{}';"

@@ -33,7 +33,7 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_run_writes_predictions_scores_and_results(tmp_path: Path) -> None:
-    res = run(tmp_path)
+    res = run(tmp_path, "--metrics", ",".join(TEXT_METRICS))  # not VQA's defaults since BLEU-2..4 left them
     preds, scores = lines(tmp_path / PREDICTIONS), lines(tmp_path / SCORES)
     assert len(preds) == len(scores) == res["n_samples"] > 30
     assert {p["id"] for p in preds} == {s["id"] for s in scores}

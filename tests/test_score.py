@@ -102,3 +102,15 @@ def test_the_environment_variable_is_read_by_the_command_line_and_passed_down(tm
     default = score_file(path, "diagnosis", None, tmp_path / "explicit", 0, {"accuracy": {"min_similarity": "0.7"}})
     assert direct["metric_configs"]["accuracy"]["min_similarity"] != 0.8
     assert default["metric_configs"]["accuracy"]["min_similarity"] == 0.7
+
+
+def test_score_refuses_rows_that_give_the_task_no_scorable_sample(tmp_path: Path, capsys) -> None:
+    """Report rows under --task diagnosis: accuracy needs closed questions, so n would be 0 for every metric."""
+    path = tmp_path / "reports.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "prediction": p, "reference": r}) + "\n"
+                            for i, (p, r, _) in enumerate(PAIRS[:2])))
+    assert main(["score", str(path), "--task", "diagnosis", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and "--task" in err and "accuracy" in err
+    assert not (tmp_path / "o" / RESULTS).exists()
+    assert _score(path, tmp_path / "r")["metrics"]["bleu1"]["n"] == 2  # the same rows as a report task score
