@@ -23,6 +23,7 @@ from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
+from radbench import safe_io
 from radbench.security import redact
 from radbench.store import (
     RESULTS,
@@ -286,9 +287,9 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
     """Load and preprocess the next batch's images while the current batch generates.
 
     An adapter that declares its preprocessing (``spec``, an :class:`images.Preprocess`) gets its
-    images prepared ahead into :func:`images.prefetch`'s cache; for any other adapter the files are
-    read once so they sit in the OS page cache. Problems are left for the adapter's own read, which
-    reports them for their sample.
+    images prepared ahead into :func:`images.prefetch`'s cache; for any other adapter the OS is asked
+    to page the files in (:func:`safe_io.advise_willneed`: nothing is read here). Problems are left
+    for the adapter's own read, which reports them for their sample.
     """
     refs = list(dict.fromkeys(img for r in requests for img in r.images))
     spec = getattr(adapter, "spec", None)
@@ -297,8 +298,8 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
         return
     for ref in refs:
         try:
-            images.resolve(ref).read_bytes()
-        except (OSError, SampleError):
+            safe_io.advise_willneed(images.resolve(ref))
+        except SampleError:
             pass
 
 

@@ -208,7 +208,55 @@ def _package_dotted(pics: Path) -> str:
     return "pkg:no_such_pkg_radbench.sub/x.png"  # importlib would import the parent to look it up
 
 
+def _fifo(pics: Path) -> str:
+    os.mkfifo(pics / "fifo.png")  # opening it for reading would block forever
+    return "fifo.png"
+
+
+def _dev_zero_link(pics: Path) -> str:
+    os.symlink("/dev/zero", pics / "zero.png")  # reading it never ends
+    return "zero.png"
+
+
+def _nul_byte(pics: Path) -> str:
+    return "a\0b.png"
+
+
+def _sparse_2gb(pics: Path) -> str:
+    with open(pics / "huge.npy", "wb") as fh:
+        fh.truncate(2 << 30)  # 2 GB of holes: instant to make, 2 GB to read
+    return "huge.npy"
+
+
+def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid PNG of a few hundred bytes whose header promises ``width x height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * (1 + width // 8) * 16, 9)  # the first rows of a 1-bit image, all black
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def _bomb(pics: Path) -> str:
+    return bomb_png(pics / "bomb.png").name
+
+
+def _small_bomb(pics: Path) -> str:
+    return bomb_png(pics / "bomb2.png", 11000, 11000).name  # under PIL's own error threshold, over ours
+
+
 IMAGE_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
+    "fifo": (_fifo, "not a regular file"),
+    "symlink-to-dev-zero": (_dev_zero_link, "not a regular file"),
+    "nul-byte-in-path": (_nul_byte, "NUL byte"),
+    "sparse-2gb-file": (_sparse_2gb, "over the limit"),
+    "decompression-bomb-png": (_bomb, "pixels"),
+    "decompression-bomb-png-under-pil-threshold": (_small_bomb, "over the limit"),
     "missing-image": (lambda pics: "missing.png", "file not found"),
     "corrupt-png": (_corrupt_png, "unreadable"),
     "truncated-dicom": (_truncated_dicom, "unreadable DICOM"),
@@ -657,3 +705,27 @@ def test_incomparable_runs_exit_2_naming_the_difference(demo_runs: dict[str, Pat
     assert_usage_error(cli(capsys, "leaderboard", "build", str(before), str(after), "--output",
                            str(tmp_path / "lb.json")), "dataset.manifest_hash", "--allow-mixed")
     assert not (tmp_path / "lb.json").exists()
+
+
+@pytest.mark.parametrize("case", ["decompression-bomb-png", "fifo", "symlink-to-dev-zero", "nul-byte-in-path"])
+def test_validate_reports_hostile_images_without_a_traceback(case: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    make, needle = IMAGE_CASES[case]
+    (tmp_path / "fx" / "pics").mkdir(parents=True)
+    folder = make_dataset(tmp_path / "fx", [(*BAD_ROW, make(tmp_path / "fx" / "pics"))])
+    code, out, err = cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder))
+    assert code == 1 and "Traceback" not in out + err and needle in out + err
+
+
+def test_prefetch_without_preprocessing_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's prefetch for an adapter with no ``spec`` only hints the OS: no file is read whole."""
+    from radbench import runner
+    from radbench.types import Request, Segment, Turn
+
+    png(tmp_path / "a.png", 1)
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    refs = [ImageRef(name, root=str(tmp_path)) for name in ("a.png", "zero.png", "fifo.png")]
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"prefetch read {self} whole"))
+    request = Request("s", (Turn(tuple(Segment(image=r) for r in refs), sample_id="s"),))
+    runner._prefetch(object(), [request])  # returns at once: the FIFO and /dev/zero are skipped
