@@ -23,7 +23,7 @@ from urllib.parse import quote
 from radbench import __version__, registry, results
 from radbench.compare import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
-from radbench.leaderboard import schemas
+from radbench.leaderboard import schemas, verify
 from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json
 
 SCHEMA_VERSION = "1"
@@ -208,6 +208,8 @@ def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title:
     runs = collect(paths)
     if not runs:
         raise UsageError("no runs given")
+    for run in runs:  # a summary that its own per-sample scores contradict is never ranked
+        verify.check(run)
     groups = group_runs(runs, allow_mixed)
     out_dir = output.parent if str(output.parent) else Path(".")
     board = {

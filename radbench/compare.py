@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from radbench import registry, results, scoring
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, cluster_draws, draw_weights, percentile_ci
 from radbench.leaderboard import schemas
@@ -80,7 +81,7 @@ def load_results(path: Path) -> RunData:
     if not file.is_file():
         raise UsageError(f"{path}: no {RESULTS} (expected a run directory or a results file)")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = safe_io.loads_json(file.read_text(encoding="utf-8"))  # NaN/Infinity and deep nesting refused
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{file}: not JSON ({exc})") from None
     if isinstance(data, dict) and "radbench" in data and data.get("schema_version") != results.SCHEMA_VERSION:
