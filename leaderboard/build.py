@@ -93,7 +93,7 @@ def _link(target: Path, base: Path) -> str | None:
     """A relative, percent-encoded URL from the leaderboard file to a run file (never a scheme)."""
     if not target.exists():
         return None
-    return quote(Path(os.path.relpath(target.resolve(), base.resolve())).as_posix(), safe="/")
+    return quote(Path(os.path.relpath(target.resolve(), base.resolve())).as_posix(), safe="/", errors="surrogateescape")  # non-UTF-8 names keep their bytes
 
 
 def _trained_on_dataset(trained_on: str, dataset: str) -> str:

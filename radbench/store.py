@@ -42,7 +42,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; published files follow the umask
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # A path with non-UTF-8 bytes reaches here as lone surrogates; they are written escaped
+        # (\udcff), so the file stays valid UTF-8 and the write cannot fail halfway.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

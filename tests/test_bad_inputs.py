@@ -729,3 +729,53 @@ def test_prefetch_without_preprocessing_reads_nothing(tmp_path: Path, monkeypatc
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"prefetch read {self} whole"))
     request = Request("s", (Turn(tuple(Segment(image=r) for r in refs), sample_id="s"),))
     runner._prefetch(object(), [request])  # returns at once: the FIFO and /dev/zero are skipped
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "nan", "--fail-on-regression"], "--min-effect nan is not a finite"),
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "inf"], "--min-effect inf is not a finite"),
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "-0.1"], "--min-effect -0.1 is out of range"),
+    (["compare", "{out}/a", "{out}/b", "--iterations", "0"], "--iterations 0 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--seed", "-1"],
+     "--seed -1 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--seed",
+      str(2**63)], "--seed 9223372036854775808 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--batch-size", "0"],
+     "--batch-size 0 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--limit", "-3"],
+     "--limit -3 is out of range"),
+    (["score", "{out}/p.jsonl", "--task", "vqa", "--output", "{out}/s", "--seed", "-5"], "--seed -5 is out of range"),
+])
+def test_numeric_arguments_are_checked_before_anything_loads(args: list[str], needle: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert_usage_error(cli(capsys, *[a.replace("{out}", str(tmp_path)) for a in args]), needle)
+
+
+def test_an_unwritable_output_is_one_line_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from radbench import registry as reg
+
+    (tmp_path / "a-file").write_text("x")
+    loaded: list[str] = []
+    real = reg.load_target
+    monkeypatch.setattr(reg, "load_target", lambda *a, **k: loaded.append(a[0]) or real(*a, **k))
+    for output in (tmp_path / "a-file" / "run", Path("/dev/full/run")):  # not a folder; a full device
+        result = cli(capsys, "run", "--model", ECHO, "--task", "vqa", "--dataset", "demo", "--output", str(output),
+                     "--quiet")
+        assert_usage_error(result, "--output", "not writable")
+    assert not any("adapters" in t for t in loaded), loaded
+
+
+def test_compare_markdown_with_a_non_utf8_path_is_written_whole(demo_runs: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    odd = tmp_path / os.fsdecode(b"run-\xff")
+    shutil.copytree(next(iter(demo_runs.values())), odd)
+    md = tmp_path / "cmp.md"
+    code, out, err = cli(capsys, "compare", str(odd), str(odd), "--markdown", str(md))
+    assert code in (0, 1), err
+    assert md.stat().st_size > 0
+    md.read_text(encoding="utf-8")  # valid UTF-8
+    board = tmp_path / "lb.json"
+    code, out, err = cli(capsys, "leaderboard", "build", str(odd), "--output", str(board))
+    assert code == 0, err
+    assert board.stat().st_size > 0 and not list(tmp_path.glob(".lb.json.*"))
