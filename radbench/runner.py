@@ -24,12 +24,12 @@ from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter, parse_model_args
 from radbench.progress import Progress
 from radbench import safe_io
+from radbench.lock import RunLock
 from radbench.security import redact
 from radbench.store import (
     RESULTS,
     SCORES,
     PredictionStore,
-    RunLock,
     prediction_key,
     remove_stale_temporaries,
     write_jsonl,
