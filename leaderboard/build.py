@@ -24,6 +24,7 @@ from radbench import __version__, registry, results
 from radbench.results import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
 from radbench import schemas
+from radbench.leaderboard import verify
 from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json
 
 SCHEMA_VERSION = "1"
@@ -93,7 +94,7 @@ def _link(target: Path, base: Path) -> str | None:
     """A relative, percent-encoded URL from the leaderboard file to a run file (never a scheme)."""
     if not target.exists():
         return None
-    return quote(Path(os.path.relpath(target.resolve(), base.resolve())).as_posix(), safe="/")
+    return quote(Path(os.path.relpath(target.resolve(), base.resolve())).as_posix(), safe="/", errors="surrogateescape")  # non-UTF-8 names keep their bytes
 
 
 def _trained_on_dataset(trained_on: str, dataset: str) -> str:
@@ -212,6 +213,8 @@ def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title:
     runs = collect(paths)
     if not runs:
         raise UsageError("no runs given")
+    for run in runs:  # a summary that its own per-sample scores contradict is never ranked
+        verify.check(run)
     groups = group_runs(runs, allow_mixed)
     out_dir = output.parent if str(output.parent) else Path(".")
     board = {

@@ -35,27 +35,26 @@ The pixels are sent at their stored size: the endpoint resizes as its model need
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import ipaddress
 import json
 import os
-import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+import httpx
 import numpy as np
 
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models.args import ModelArgs
+from radbench.models import http
 from radbench.models.base import Adapter
+from radbench.security import redact_url, redact_urls
 from radbench.types import Request, Turn, stable_hash
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -70,7 +69,7 @@ class OpenAIArgs(ModelArgs):
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
     max_concurrency: int = field(default=4, metadata={"minimum": 1})  # parallel requests
     retries: int = field(default=5, metadata={"minimum": 0})  # retries per request after the first attempt
-    timeout: float = field(default=120.0, metadata={"minimum": 0.001})  # seconds per HTTP attempt
+    timeout: float = field(default=120.0, metadata={"minimum": 0.001})  # seconds one HTTP attempt may take in all, connect to last byte
     backoff: float = field(default=1.0, metadata={"minimum": 0.0})  # first retry delay, doubled each retry
     max_backoff: float = field(default=60.0, metadata={"minimum": 0.0})  # cap on one retry delay in seconds
     max_requests: int | None = field(default=None, metadata={"minimum": 0})  # HTTP attempts for the whole run
@@ -183,9 +182,13 @@ class OpenAIAdapter(Adapter):
         self.max_requests = max_requests
         self.slices = images.SlicePolicy.parse(slices)
         self.token_param = token_param
+        self.shown_url = redact_url(self.base_url)  # the only form of base_url that is ever recorded
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
         # Loopback endpoints (a local vLLM, the tests' server) never go through an HTTP proxy.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(parsed.hostname) else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self._client = http.Client(self.base_url, headers, timeout, max_connections=max_concurrency,
+                                   trust_env=not _is_loopback(parsed.hostname))
         self._lock = threading.Lock()
         self._attempts = 0
         self._memory: dict[str, tuple[bool, str]] = {}
@@ -212,18 +215,20 @@ class OpenAIAdapter(Adapter):
         last = ""
         for attempt in range(self.retries + 1):
             try:
-                status, raw, headers = self._http("GET", "/models", None, timeout=self.timeout)
-            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as exc:
+                status, raw, headers = self._client.request("GET", "/models")
+            except http.RedirectRefused as exc:
+                raise UsageError(f"model 'openai': {self.shown_url}: {exc}") from None
+            except (TimeoutError, httpx.HTTPError, http.ResponseTooLarge, OSError) as exc:
                 last = self._redact(f"{exc.__class__.__name__}: {exc}")
             else:
                 if status in (401, 403):
-                    raise UsageError(f"model 'openai': {self.base_url} refused the key from ${self.api_key_env} (HTTP {status})")
+                    raise UsageError(f"model 'openai': {self.shown_url} refused the key from ${self.api_key_env} (HTTP {status})")
                 if status != 429 and status < 500:
                     return _served_root(raw, self.model) if status == 200 else None
                 last = f"HTTP {status}"
             if attempt < self.retries:
                 time.sleep(min(self.max_backoff, self.backoff * (2**attempt)))
-        raise UsageError(f"model 'openai': cannot reach {self.base_url} ({last})")
+        raise UsageError(f"model 'openai': cannot reach {self.shown_url} ({last})")
 
     def fingerprint(self) -> str:
         return stable_hash(["openai", self.model, self.revision])
@@ -332,10 +337,13 @@ class OpenAIAdapter(Adapter):
 
     def _attempt(self, body: bytes) -> str:
         try:
-            status, raw, headers = self._http("POST", "/chat/completions", body, timeout=self.timeout)
-        except (TimeoutError, socket.timeout) as exc:
+            status, raw, headers = self._client.request("POST", "/chat/completions", body)
+        except TimeoutError as exc:
             raise _Transient(f"timed out after {self.timeout}s") from exc
-        except (ConnectionError, http.client.HTTPException, urllib.error.URLError, OSError) as exc:
+        except http.RedirectRefused as exc:
+            # Every request would be redirected the same way: stop the run with one line.
+            raise UsageError(f"model 'openai': {self.shown_url}: {exc}") from None
+        except (httpx.HTTPError, http.ResponseTooLarge, OSError) as exc:
             raise _Transient(f"connection failed ({self._redact(exc.__class__.__name__ + ': ' + str(exc))})") from exc
         if status == 200:
             try:
@@ -346,8 +354,8 @@ class OpenAIAdapter(Adapter):
         if status == 429 or status == 408 or status >= 500:
             raise _Transient(f"HTTP {status}: {detail}", _retry_after(headers.get("Retry-After")))
         if status in (401, 403):
-            raise UsageError(f"model 'openai': {self.base_url} refused the key from ${self.api_key_env} (HTTP {status})")
-        raise SampleError(f"HTTP {status} from {self.base_url}: {detail}")
+            raise UsageError(f"model 'openai': {self.shown_url} refused the key from ${self.api_key_env} (HTTP {status})")
+        raise SampleError(f"HTTP {status} from {self.shown_url}: {detail}")
 
     def _parse(self, raw: bytes) -> str:
         data = json.loads(raw.decode("utf-8"))
@@ -366,23 +374,8 @@ class OpenAIAdapter(Adapter):
             raise TypeError(f"message content is {type(content).__name__}, not text")
         return content
 
-    def _http(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        req = urllib.request.Request(self.base_url + path, data=body, headers=headers, method=method)
-        try:
-            with self._opener.open(req, timeout=timeout) as resp:
-                return resp.status, resp.read(), resp.headers
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, exc.read(), exc.headers
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise TimeoutError(str(exc.reason)) from exc
-            raise
-
     def _redact(self, text: str) -> str:
+        text = redact_urls(text)
         return text.replace(self._api_key, "***") if self._api_key else text
 
 

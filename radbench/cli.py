@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from radbench import __version__, registry
+from radbench import cli_checks
 from radbench.errors import UsageError
 from radbench.options import parse_kv
+from radbench.store import atomic_write_text
 
 METRIC_ARGS_HELP = ("metric settings group.key=value,... (e.g. umls.backend=quickumls,umls.index=DIR or "
                     "bertscore.model=DIR); see docs/metrics.md")
@@ -328,8 +330,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                    iterations=args.iterations, seed=args.seed)
     compare.print_table(result)
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(compare.to_markdown(result), encoding="utf-8")
+        atomic_write_text(args.markdown, compare.to_markdown(result))  # never a 0-byte file
     if args.json:
         compare.write_json(args.json, result)
     code = result.exit_code(args.fail_on_regression)
@@ -368,8 +369,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a path with non-UTF-8 bytes prints escaped, never raises
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
+        cli_checks.check(args)  # numbers in range and the output writable, before any model loads
         if args.command == "list":
             return cmd_list(args.kind)
         if args.command == "run":

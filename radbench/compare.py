@@ -14,7 +14,6 @@ both runs share, which is what makes a 3-point drop on 500 samples detectable at
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

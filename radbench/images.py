@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from radbench import safe_io
 from radbench.errors import SampleError, UsageError
 from radbench.types import ImageRef, stable_hash
 
@@ -83,8 +84,13 @@ def resolve(ref: ImageRef) -> Path:
 def check(ref: ImageRef) -> Path:
     """The resolved path if it exists (file or series folder); reads no pixels. Raises SampleError."""
     path = resolve(ref)
-    if not (path.is_file() or path.is_dir()):
-        raise SampleError(f"image {ref.path}: file not found ({path})")
+    try:
+        if not path.is_dir():
+            safe_io.regular_file(path)
+    except FileNotFoundError:
+        raise SampleError(f"image {ref.path}: file not found ({path})") from None
+    except (OSError, ValueError) as exc:  # a FIFO, a device, an oversized file, a NUL byte
+        raise SampleError(f"image {ref.path!r}: {exc}") from None
     return path
 
 
@@ -166,8 +172,9 @@ def _load_pil(path: Path, ref: ImageRef) -> LoadedImage:
 
     try:
         with Image.open(path) as im:
+            safe_io.image_pixels_ok(*im.size, where=f"image {path}")
             arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SampleError(f"image {path}: unreadable ({exc.__class__.__name__}: {exc})") from exc
     return LoadedImage(arr.transpose(2, 0, 1), (0.0, 255.0))
 
@@ -724,7 +731,7 @@ def radfm_stack(images: list[np.ndarray], size: int = 512) -> np.ndarray:
 @lru_cache(maxsize=4096)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with safe_io.open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -741,7 +748,7 @@ def file_sha256(ref: ImageRef) -> str | None:
                 stat = f.stat()
                 digest.update(f"{f.name}\0{_file_sha256(str(f), stat.st_size, stat.st_mtime_ns)}\0".encode())
             return digest.hexdigest()
-        stat = path.stat()
-    except (SampleError, OSError):
+        stat = safe_io.regular_file(path)
+        return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    except (SampleError, OSError, ValueError):  # the sample's own read reports why
         return None
-    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from radbench import __version__
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
 
@@ -163,7 +164,7 @@ def load_results(path: Path) -> RunData:
     if not file.is_file():
         raise UsageError(f"{path}: no {RESULTS} (expected a run directory or a results file)")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = safe_io.loads_json(file.read_text(encoding="utf-8"))  # NaN/Infinity and deep nesting refused
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{file}: not JSON ({exc})") from None
     if isinstance(data, dict) and "radbench" in data and data.get("schema_version") != SCHEMA_VERSION:

@@ -24,12 +24,13 @@ from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter
 from radbench.options import parse_kv
 from radbench.progress import Progress
+from radbench import safe_io
+from radbench.lock import RunLock
 from radbench.security import redact
 from radbench.store import (
     RESULTS,
     SCORES,
     PredictionStore,
-    RunLock,
     prediction_key,
     remove_stale_temporaries,
     write_jsonl,
@@ -289,9 +290,9 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
     """Load and preprocess the next batch's images while the current batch generates.
 
     An adapter that declares its preprocessing (``spec``, an :class:`images.Preprocess`) gets its
-    images prepared ahead into :func:`images.prefetch`'s cache; for any other adapter the files are
-    read once so they sit in the OS page cache. Problems are left for the adapter's own read, which
-    reports them for their sample.
+    images prepared ahead into :func:`images.prefetch`'s cache; for any other adapter the OS is asked
+    to page the files in (:func:`safe_io.advise_willneed`: nothing is read here). Problems are left
+    for the adapter's own read, which reports them for their sample.
     """
     refs = list(dict.fromkeys(img for r in requests for img in r.images))
     spec = getattr(adapter, "spec", None)
@@ -300,8 +301,8 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
         return
     for ref in refs:
         try:
-            images.resolve(ref).read_bytes()
-        except (OSError, SampleError):
+            safe_io.advise_willneed(images.resolve(ref))
+        except SampleError:
             pass
 
 

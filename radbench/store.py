@@ -1,4 +1,4 @@
-"""The run directory: an append-only prediction log, a lock, and atomic writes.
+"""The run directory: an append-only prediction log and atomic writes (the lock: radbench/lock.py).
 
 ``predictions.jsonl`` is the source of truth of a run. Each record is keyed by content (sample id,
 prompt hash, model fingerprint, generation settings), never by process rank or position, so a run
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -50,7 +49,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; published files follow the umask
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # A path with non-UTF-8 bytes reaches here as lone surrogates; they are written escaped
+        # (\udcff), so the file stays valid UTF-8 and the write cannot fail halfway.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -112,61 +113,6 @@ def _drop_torn_tail(path: Path) -> None:
     """Cut a log after its last newline; idempotent, so a crash here is harmless."""
     data = path.read_bytes()
     os.truncate(path, data.rfind(b"\n") + 1)
-
-
-class RunLock:
-    """One writer per run directory; a lock left by a dead process on this host is taken over."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK
-        self.held = False
-
-    def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and self._alive(holder):
-                    raise UsageError(
-                        f"{self.path.parent}: in use by another radbench process "
-                        f"(pid {holder.get('pid')} on {holder.get('host')}); wait for it or use another --output"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self.held = True
-            return
-        raise UsageError(f"{self.path}: could not take the run lock")
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _alive(holder: dict[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return True  # cannot check a process on another host: assume it is alive
-        try:
-            pid = int(holder["pid"])
-            os.kill(pid, 0)
-        except (ProcessLookupError, ValueError, KeyError, TypeError):
-            return False
-        except PermissionError:
-            return True
-        try:  # a killed process nobody has reaped yet (a zombie) still answers kill(0)
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return True
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
 
 
 class PredictionStore:

@@ -208,7 +208,55 @@ def _package_dotted(pics: Path) -> str:
     return "pkg:no_such_pkg_radbench.sub/x.png"  # importlib would import the parent to look it up
 
 
+def _fifo(pics: Path) -> str:
+    os.mkfifo(pics / "fifo.png")  # opening it for reading would block forever
+    return "fifo.png"
+
+
+def _dev_zero_link(pics: Path) -> str:
+    os.symlink("/dev/zero", pics / "zero.png")  # reading it never ends
+    return "zero.png"
+
+
+def _nul_byte(pics: Path) -> str:
+    return "a\0b.png"
+
+
+def _sparse_2gb(pics: Path) -> str:
+    with open(pics / "huge.npy", "wb") as fh:
+        fh.truncate(2 << 30)  # 2 GB of holes: instant to make, 2 GB to read
+    return "huge.npy"
+
+
+def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid PNG of a few hundred bytes whose header promises ``width x height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * (1 + width // 8) * 16, 9)  # the first rows of a 1-bit image, all black
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def _bomb(pics: Path) -> str:
+    return bomb_png(pics / "bomb.png").name
+
+
+def _small_bomb(pics: Path) -> str:
+    return bomb_png(pics / "bomb2.png", 11000, 11000).name  # under PIL's own error threshold, over ours
+
+
 IMAGE_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
+    "fifo": (_fifo, "not a regular file"),
+    "symlink-to-dev-zero": (_dev_zero_link, "not a regular file"),
+    "nul-byte-in-path": (_nul_byte, "NUL byte"),
+    "sparse-2gb-file": (_sparse_2gb, "over the limit"),
+    "decompression-bomb-png": (_bomb, "pixels"),
+    "decompression-bomb-png-under-pil-threshold": (_small_bomb, "over the limit"),
     "missing-image": (lambda pics: "missing.png", "file not found"),
     "corrupt-png": (_corrupt_png, "unreadable"),
     "truncated-dicom": (_truncated_dicom, "unreadable DICOM"),
@@ -657,3 +705,77 @@ def test_incomparable_runs_exit_2_naming_the_difference(demo_runs: dict[str, Pat
     assert_usage_error(cli(capsys, "leaderboard", "build", str(before), str(after), "--output",
                            str(tmp_path / "lb.json")), "dataset.manifest_hash", "--allow-mixed")
     assert not (tmp_path / "lb.json").exists()
+
+
+@pytest.mark.parametrize("case", ["decompression-bomb-png", "fifo", "symlink-to-dev-zero", "nul-byte-in-path"])
+def test_validate_reports_hostile_images_without_a_traceback(case: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    make, needle = IMAGE_CASES[case]
+    (tmp_path / "fx" / "pics").mkdir(parents=True)
+    folder = make_dataset(tmp_path / "fx", [(*BAD_ROW, make(tmp_path / "fx" / "pics"))])
+    code, out, err = cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder))
+    assert code == 1 and "Traceback" not in out + err and needle in out + err
+
+
+def test_prefetch_without_preprocessing_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's prefetch for an adapter with no ``spec`` only hints the OS: no file is read whole."""
+    from radbench import runner
+    from radbench.types import Request, Segment, Turn
+
+    png(tmp_path / "a.png", 1)
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    refs = [ImageRef(name, root=str(tmp_path)) for name in ("a.png", "zero.png", "fifo.png")]
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"prefetch read {self} whole"))
+    request = Request("s", (Turn(tuple(Segment(image=r) for r in refs), sample_id="s"),))
+    runner._prefetch(object(), [request])  # returns at once: the FIFO and /dev/zero are skipped
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "nan", "--fail-on-regression"], "--min-effect nan is not a finite"),
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "inf"], "--min-effect inf is not a finite"),
+    (["compare", "{out}/a", "{out}/b", "--min-effect", "-0.1"], "--min-effect -0.1 is out of range"),
+    (["compare", "{out}/a", "{out}/b", "--iterations", "0"], "--iterations 0 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--seed", "-1"],
+     "--seed -1 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--seed",
+      str(2**63)], "--seed 9223372036854775808 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--batch-size", "0"],
+     "--batch-size 0 is out of range"),
+    (["run", "--model", "majority", "--task", "vqa", "--dataset", "demo", "--output", "{out}/r", "--limit", "-3"],
+     "--limit -3 is out of range"),
+    (["score", "{out}/p.jsonl", "--task", "vqa", "--output", "{out}/s", "--seed", "-5"], "--seed -5 is out of range"),
+])
+def test_numeric_arguments_are_checked_before_anything_loads(args: list[str], needle: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert_usage_error(cli(capsys, *[a.replace("{out}", str(tmp_path)) for a in args]), needle)
+
+
+def test_an_unwritable_output_is_one_line_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from radbench import registry as reg
+
+    (tmp_path / "a-file").write_text("x")
+    loaded: list[str] = []
+    real = reg.load_target
+    monkeypatch.setattr(reg, "load_target", lambda *a, **k: loaded.append(a[0]) or real(*a, **k))
+    for output in (tmp_path / "a-file" / "run", Path("/dev/full/run")):  # not a folder; a full device
+        result = cli(capsys, "run", "--model", ECHO, "--task", "vqa", "--dataset", "demo", "--output", str(output),
+                     "--quiet")
+        assert_usage_error(result, "--output", "not writable")
+    assert not any("adapters" in t for t in loaded), loaded
+
+
+def test_compare_markdown_with_a_non_utf8_path_is_written_whole(demo_runs: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    odd = tmp_path / os.fsdecode(b"run-\xff")
+    shutil.copytree(next(iter(demo_runs.values())), odd)
+    md = tmp_path / "cmp.md"
+    code, out, err = cli(capsys, "compare", str(odd), str(odd), "--markdown", str(md))
+    assert code in (0, 1), err
+    assert md.stat().st_size > 0
+    md.read_text(encoding="utf-8")  # valid UTF-8
+    board = tmp_path / "lb.json"
+    code, out, err = cli(capsys, "leaderboard", "build", str(odd), "--output", str(board))
+    assert code == 0, err
+    assert board.stat().st_size > 0 and not list(tmp_path.glob(".lb.json.*"))

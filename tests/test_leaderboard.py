@@ -309,3 +309,67 @@ def test_results_doc_examples_name_real_tasks_and_datasets() -> None:
     assert ("dataset", "mimic-cxr") in used
     for kind, name in used:
         assert name in registry.names(kind + "s"), f"docs/results.md: --{kind} {name} is not a registered {kind}"
+
+
+def _tampered(runs: Path, tmp_path: Path, edit: Any, raw: bool = False) -> Path:
+    """A copy of the majority and retrieval diagnosis runs, the retrieval one's results.json edited."""
+    import shutil
+
+    root = tmp_path / "tampered"
+    for name in ("majority-diagnosis", "retrieval-diagnosis"):
+        shutil.copytree(runs / name, root / name)
+    file = root / "retrieval-diagnosis" / "results.json"
+    if raw:
+        file.write_text(edit(file.read_text()))
+    else:
+        data = json.loads(file.read_text())
+        edit(data)
+        file.write_text(json.dumps(data))
+    return root
+
+
+def _first_metric(data: dict[str, Any]) -> dict[str, Any]:
+    return data["metrics"][sorted(data["metrics"])[0]]
+
+
+TAMPERING = {
+    "value-raised-inside-its-ci": lambda d: _first_metric(d).update(
+        value=(_first_metric(d)["value"] + _first_metric(d)["ci_high"]) / 2 + 1e-6),
+    "value-outside-its-ci": lambda d: _first_metric(d).update(value=0.99, ci_high=0.85) if _first_metric(d)["ci_high"] < 0.98 else _first_metric(d).update(ci_high=_first_metric(d)["value"] - 0.01),
+    "inverted-ci": lambda d: _first_metric(d).update(ci_low=_first_metric(d)["ci_high"], ci_high=_first_metric(d)["ci_low"]),
+    "n-too-large": lambda d: _first_metric(d).update(n=_first_metric(d)["n"] + 1),
+    "subset-edited": lambda d: [t[sorted(t)[0]].update(n=t[sorted(t)[0]]["n"] + 1) for t in d["subsets"].values()][:1]
+    if d.get("subsets") else _first_metric(d).update(n=0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_a_run_whose_numbers_disagree_with_its_scores_is_refused_by_name(
+        case: str, runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tampered(runs, tmp_path, TAMPERING[case])
+    out = tmp_path / "lb.json"
+    assert _build(str(root), "--output", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "retrieval-diagnosis" in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "Infinity"])
+def test_non_finite_numbers_are_refused_and_never_reach_the_leaderboard(
+        literal: str, runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    root = _tampered(runs, tmp_path, lambda text: re.sub(r'"ci_low": [-0-9.e]+', f'"ci_low": {literal}', text, count=1),
+                     raw=True)
+    out = tmp_path / "lb.json"
+    assert _build(str(root), "--output", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "retrieval-diagnosis" in err and literal in err
+    assert not out.exists()
+
+
+def test_untampered_runs_still_build(runs: Path, tmp_path: Path) -> None:
+    root = _tampered(runs, tmp_path, lambda d: None)
+    out = tmp_path / "lb.json"
+    assert _build(str(root), "--output", str(out)) == 0
+    assert "NaN" not in out.read_text() and "Infinity" not in out.read_text()

@@ -7,9 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from radbench.errors import SampleError, UsageError
 from radbench.security import REDACTED, redact
+from tests.support.fake_openai import FakeOpenAI
 from tests.conftest import TESTS
 
 ROOT = TESTS.parent
@@ -52,3 +57,91 @@ def test_no_trust_remote_code_anywhere() -> None:
                 if re.search(r"trust_remote_code\s*=\s*True", line):
                     offenders.append(f"{path}:{number}")
     assert not offenders
+
+
+# -- the API client: the key stays with its origin, a request has one deadline, URLs are redacted --------
+
+
+def _api(srv, **extra: str):
+    from radbench.models.openai_api import OpenAIAdapter
+
+    args = {"base_url": srv.base_url, "model": srv.model, "timeout": "2", "backoff": "0", "retries": "0", **extra}
+    return OpenAIAdapter.from_args(**args)
+
+
+def _ask(text: str):
+    from radbench.types import Request, Segment, Turn
+
+    return Request(sample_id="s", turns=(Turn((Segment(text=text),), sample_id="s"),), gen_kwargs={"max_new_tokens": 8})
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("methods", [("GET", "POST"), ("POST",)])
+def test_the_key_never_follows_a_redirect_to_another_origin(status: int, methods: tuple[str, ...],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "sk-redirect-SECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with FakeOpenAI() as elsewhere, FakeOpenAI() as origin:
+        origin.redirect = (status, elsewhere.base_url + "/chat/completions")
+        origin.redirect_methods = methods
+        with pytest.raises(UsageError, match="redirect to another origin") as err:
+            _api(origin).generate([_ask("is there an effusion")])
+        assert key not in str(err.value)
+        assert elsewhere.headers == [], "the other origin was contacted"
+        assert all(h.get("Authorization") == f"Bearer {key}" for h in origin.headers)
+
+
+def test_a_same_origin_redirect_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-same-origin-0123456789")
+    with FakeOpenAI() as srv:
+        old = srv.base_url.replace("/v1", "/old/v1")
+        srv.redirect = (307, "/v1/chat/completions")
+        srv.redirect_methods = ("POST",)
+        adapter = _api(srv, base_url=old)
+        srv.redirect = None
+        assert adapter.generate([_ask("one two")]) == ["0 image(s): two one"]
+        srv.redirect = (308, "/v1/chat/completions")
+        assert adapter.generate([_ask("three four")]) == ["0 image(s): four three"]
+        assert srv.paths[-2:] == ["/old/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_a_trickling_server_does_not_outlive_the_timeout() -> None:
+    with FakeOpenAI() as srv:
+        adapter = _api(srv, timeout="1")
+        srv.trickle_seconds = 0.3  # each byte well inside the per-read timeout, the answer far outside
+        started = time.monotonic()
+        with pytest.raises(SampleError, match="timed out after 1.0s"):
+            adapter.generate([_ask("is there an effusion")])
+        assert time.monotonic() - started < 1.8
+
+
+def test_secrets_in_base_url_are_sent_but_never_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from radbench import registry
+    from radbench.runner import RunConfig, run
+    from tests.support.data_roots import png
+
+    secret = "AZSECRET0123456789"
+    monkeypatch.setitem(registry.BUILTIN["datasets"], "api-faults", "tests.support.fake_openai:FaultDataset")
+    png(tmp_path / "data" / "x.png", 1)
+    with FakeOpenAI() as srv:
+        host = srv.base_url.split("//", 1)[1]
+        base = f"http://user:PW{secret}@{host}?api-version=2024-02&api-key={secret}&sig={secret}"
+        out = tmp_path / "run"
+        config = RunConfig(model="openai", task="vqa", dataset="api-faults", data_root=str(tmp_path / "data"),
+                           model_args=f"base_url={base},model=fake-vlm,timeout=1,backoff=0,retries=0",
+                           output=out, quiet=True, limit=2)
+        run(config)
+        assert all(p.endswith(f"?api-version=2024-02&api-key={secret}&sig={secret}") for p in srv.paths)
+    results = json.loads((out / "results.json").read_text())
+    assert "api-version=2024-02" in results["config"]["model_args"]["base_url"]
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def test_redact_url_hides_userinfo_and_secret_query_values() -> None:
+    from radbench.security import redact_url
+
+    got = redact_url("https://me:pw@h.example/v1?api-version=1&api-key=K1&X-Amz-Signature=K2&access_token=K3")
+    assert got == f"https://{REDACTED}@h.example/v1?api-version=1&api-key={REDACTED}&X-Amz-Signature={REDACTED}&access_token={REDACTED}"
+    assert redact({"note": "failed at http://h/v1?token=abc, retry"}) == {"note": f"failed at http://h/v1?token={REDACTED}, retry"}

@@ -7,6 +7,12 @@ per distinct request body, for the first ``N`` attempts (then it answers normall
 ``[429xN]`` rate limit with ``Retry-After: 0`` · ``[500xN]`` server error · ``[slowxN]`` sleeps past the
 client timeout · ``[badjsonxN]`` a 200 with a body that is not JSON · ``[dropxN]`` closes the connection
 without answering · ``[400]`` always a bad request (echoing the key) · ``[empty]`` / ``[null]`` an empty / null content.
+
+Server-wide faults: ``redirect = (status, location)`` answers every request of a method in
+``redirect_methods`` with that redirect, except a request for ``location`` itself;
+``prefix = "/old"`` serves the API under ``/old/v1`` as well; ``trickle_seconds`` sends each answer
+one byte at a time (status line and headers included), that many seconds apart. Every request
+path (query string included) is kept in ``paths`` and its headers in ``headers``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class FakeOpenAI:
         self.attempts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.redirect: tuple[int, str] | None = None
+        self.redirect_methods: tuple[str, ...] = ("GET", "POST")
+        self.trickle_seconds: float | None = None
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -77,6 +87,8 @@ class FakeOpenAI:
                 pass
 
             def _send(self, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+                if server.trickle_seconds is not None:
+                    return self._trickle(status, payload)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -85,15 +97,42 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _trickle(self, status: int, payload: bytes) -> None:
+                head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+                try:
+                    for byte in head.encode() + payload:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(server.trickle_seconds or 0)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def _route(self, method: str) -> str | None:
+                """The API path asked for (query and prefix removed), or None when a redirect was sent."""
+                with server.lock:
+                    server.paths.append(self.path)
+                    server.headers.append(dict(self.headers.items()))
+                redirect = server.redirect
+                if redirect is not None and method in server.redirect_methods and self.path != redirect[1]:
+                    status, location = redirect
+                    self._send(status, b"", {"Location": location})
+                    return None
+                path = self.path.split("?", 1)[0]
+                return path[len("/old"):] if path.startswith("/old/") else path
+
             def _authorised(self) -> bool:
                 if server.require_key is None:
                     return True
                 return self.headers.get("Authorization") == f"Bearer {server.require_key}"
 
             def do_GET(self) -> None:
+                path = self._route("GET")
+                if path is None:
+                    return None
                 if not self._authorised():
                     return self._send(401, b'{"error": {"message": "bad key"}}')
-                if self.path != "/v1/models":
+                if path != "/v1/models":
                     return self._send(404, b'{"error": "not found"}')
                 entry = {"id": server.model, "object": "model", "created": int(time.time())}
                 if server.root:
@@ -102,11 +141,12 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with server.lock:
-                    server.headers.append(dict(self.headers.items()))
+                path = self._route("POST")
+                if path is None:
+                    return None
                 if not self._authorised():
                     return self._send(401, b'{"error": {"message": "bad key"}}')
-                if self.path != "/v1/chat/completions":
+                if path != "/v1/chat/completions":
                     return self._send(404, b'{"error": "not found"}')
                 body = json.loads(raw)
                 with server.lock:
