@@ -48,7 +48,7 @@ def test_index_is_stamped_restricted_to_finding_branches_and_reused(index: Path)
     strings = {row.split("|")[14].lower() for row in rows}
     assert {PNEUMOTHORAX, CARDIOMEGALY, PLEURAL_EFFUSION} <= cuis and not {MILD, BILATERAL} & cuis
     assert LETHARGY not in cuis  # behaviour/constitutional branches are not imaging findings
-    assert not {"collapsed lung", "dullness"} & strings  # blocked by the radiology lexicon
+    assert not {"fullness", "dullness"} & strings  # blocked by the radiology lexicon
     assert not [s for s in strings if "abnormality" in s.split()]  # grouping wording
     before = (index / hpo.STAMP_FILE).stat().st_mtime_ns
     assert hpo.ensure_hpo_index() == index and (index / hpo.STAMP_FILE).stat().st_mtime_ns == before
@@ -67,9 +67,10 @@ def test_stale_index_is_rebuilt_into_place(index: Path, monkeypatch: pytest.Monk
 
 def test_target_sentence_concepts_and_negation(metric: Umls) -> None:
     assert concepts(metric, TARGET) == {(PNEUMOTHORAX, True), (CARDIOMEGALY, False), (PLEURAL_EFFUSION, False)}
-    # "Collapsed lung" is atelectasis in report wording, not HPO's lay synonym of pneumothorax.
+    # "Collapsed lung" is HPO's (lay) synonym of pneumothorax; a collapsed lobe is atelectasis.
     assert concepts(metric, "Heart is enlarged. Small left pleural effusion; no collapsed lung.") == {
-        (CARDIOMEGALY, False), (PLEURAL_EFFUSION, False), (ATELECTASIS, True)}
+        (CARDIOMEGALY, False), (PLEURAL_EFFUSION, False), (PNEUMOTHORAX, True)}
+    assert concepts(metric, "The right middle lobe is collapsed.") == {(ATELECTASIS, False)}
 
 
 @pytest.mark.parametrize("text", [
