@@ -40,9 +40,10 @@ from radbench.metrics import cache, options, parallel
 from radbench.metrics.base import Metric, ScoreInput
 from radbench.metrics.umls import extractors
 
-# Texts. Each worker imports spaCy and opens the index (seconds); on 2 cores, 1,800 report texts ran
-# faster serially (~200 texts/s), so only large batches are split.
-PARALLEL_MIN_ITEMS = 4000
+# Texts. The default matcher extracts ~8,000 reports/s in one process (benchmarks/bench_umls.py) and a
+# worker needs a fraction of a second to start and load its dictionary, so only very large batches
+# are split (QuickUMLS and scispaCy backends are slower and benefit sooner, but rarely see such batches).
+PARALLEL_MIN_ITEMS = 20000
 
 PLAIN_IDS = ("umls_precision", "umls_recall", "umls_f1")
 NEG_IDS = ("umls_neg_precision", "umls_neg_recall", "umls_neg_f1")

@@ -44,6 +44,7 @@ _KEEP_S = ("ss", "us", "is")
 INFIX = frozenset("""
     mild mildly moderate moderately severe severely marked markedly slight slightly minimal minimally
     significant significantly small large tiny trace new again still now also somewhat increasingly
+    stably persistently chronically
     pathologically left right bilateral bilaterally partially partial diffusely diffuse
 """.split())
 NEGATING_INFIX = frozenset({"not"})

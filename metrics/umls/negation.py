@@ -52,6 +52,7 @@ UNCERTAIN_PRE = (
     "suggesting", "suggests", "suggest", "questionable", "question of", "cannot exclude", "can not exclude",
     "can't exclude", "differential includes", "differential diagnosis includes", "equivocal", "presumed",
     "presumably", "rule out", "evaluate for", "borderline", "favored to represent", "may have",
+    "can be seen with", "can be seen in", "could be seen with", "differential considerations include",
 )
 UNCERTAIN_POST = (
     "cannot be excluded", "can not be excluded", "can't be excluded", "cannot be ruled out", "can not be ruled out",
