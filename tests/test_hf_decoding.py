@@ -218,7 +218,7 @@ def test_gen_kwargs_parse_beam_settings_and_refuse_the_rest() -> None:
     found = decoding.decoding_of("m", {"num_beams": "3", "length_penalty": "0.0"}, 5)
     assert found == decoding.Decoding(max_new_tokens=5, num_beams=3, length_penalty=0.0, early_stopping=False)
     assert decoding.decoding_of("m", {}, 7, {"num_beams": 3}).num_beams == 3
-    assert decoding.decoding_of("m", {"num_beams": 1}, 7, {"num_beams": 3}).num_beams == 1  # gen_kwargs win
+    assert decoding.decoding_of("m", {"num_beams": 1}, 7, {"num_beams": 3}).num_beams == 3  # the protocol wins
     assert decoding.decoding_of("m", {"early_stopping": "never"}, 7).early_stopping == "never"
     for bad in ({"do_sample": True}, {"num_beams": 0}, {"top_p": 0.9}, {"early_stopping": "maybe"}):
         with pytest.raises(UsageError):
