@@ -335,15 +335,16 @@ def _early_stopping(model: str, value: Any) -> bool | str:
 
 
 def decoding_of(model: str, gen_kwargs: Mapping[str, Any], default_max_new_tokens: int,
-                defaults: Mapping[str, Any] | None = None) -> Decoding:
-    """The request's :class:`Decoding`: its ``gen_kwargs`` over ``defaults`` (a protocol's) over greedy.
+                overrides: Mapping[str, Any] | None = None) -> Decoding:
+    """The request's :class:`Decoding`: ``overrides`` (``protocol=authors``: the release's own
+    settings, which must hold whatever the task asks) over its ``gen_kwargs`` over greedy.
 
     Accepted: ``max_new_tokens``, ``num_beams``, ``length_penalty``, ``early_stopping``, and the
     no-op forms of sampling (``do_sample=0``, ``temperature=0``, ``num_return_sequences=1``).
     Anything else that changes decoding is refused rather than ignored, so a stored prediction
     never claims settings it was not produced with.
     """
-    merged = {**(defaults or {}), **gen_kwargs}
+    merged = {**gen_kwargs, **(overrides or {})}
     for key, value in merged.items():
         if key in ("max_new_tokens", "num_beams", "length_penalty", "early_stopping"):
             continue
