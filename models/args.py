@@ -111,6 +111,11 @@ class ModelArgs:
         """Checks that need more than one field or a closed set of values; subclasses extend it."""
 
 
+RADBENCH = "radbench"
+AUTHORS = "authors"
+PROTOCOLS = (RADBENCH, AUTHORS)
+
+
 @dataclass(frozen=True)
 class CheckpointArgs(ModelArgs):
     """The keys every released-checkpoint adapter accepts; an adapter subclasses this for its own.
@@ -129,6 +134,11 @@ class CheckpointArgs(ModelArgs):
     seed: int | None = field(default=None, metadata={"minimum": 0})
     batch_size: int = field(default=4, metadata={"minimum": 1})
     full_fingerprint: bool = False
+    protocol: str = RADBENCH
+
+    def check(self, model: str) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise UsageError(f"model {model!r}: protocol={self.protocol!r}; use {' or '.join(PROTOCOLS)}")
 
     def placement(self) -> dict[str, str]:
         """The keys :func:`radbench.models.placement.parse_devices` reads, as given."""

@@ -18,7 +18,7 @@ import torch
 
 from radbench.errors import UsageError
 from radbench.models import placement
-from radbench.models.args import CheckpointArgs
+from radbench.models.args import RADBENCH, CheckpointArgs
 from radbench.models.base import Adapter
 from radbench.models.loading import cached_file_fingerprint, stable_fingerprint
 from radbench.models.tiny import TINY_SEED, tiny_fingerprint
@@ -86,6 +86,9 @@ class CheckpointAdapter(Adapter):
     # Where :meth:`spread` put the model (``None``: all of it on ``device``); not in the
     # fingerprint, since splitting layers across GPUs does not change the arithmetic.
     placement: dict[str, Any] | None = None
+    # ``protocol=`` (:class:`CheckpointArgs`): whose stop rule, decoding and answer selection
+    # ``generate`` follows; set by :meth:`from_args` through :meth:`use_protocol`.
+    protocol: str = RADBENCH
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, build: Build, fingerprint: str,
                  source: dict[str, Any], spec: Any) -> None:
@@ -103,7 +106,19 @@ class CheckpointAdapter(Adapter):
         args = cls.Args.parse(cls.name, model_args)
         build = resolve(cls.name, args)
         adapter = cls.build_tiny(args, build) if args.preset else cls.load_released(args, build)
+        adapter.use_protocol(args.protocol)
         return adapter if adapter.placement else adapter.spread(build.devices, build.check_memory)
+
+    def use_protocol(self, protocol: str) -> None:
+        """Follow ``protocol``; any protocol but radbench's enters the fingerprint.
+
+        Predictions are keyed by fingerprint: a run under the authors' protocol must not resume
+        from (or be mistaken for) predictions made under radbench's, and radbench-protocol
+        fingerprints stay what they were.
+        """
+        self.protocol = protocol
+        if protocol != RADBENCH:
+            self._fingerprint = stable_fingerprint(self.name, self._fingerprint, {"protocol": protocol})
 
     @classmethod
     def tiny_random(cls, **model_args: Any) -> Self:
@@ -169,6 +184,7 @@ class CheckpointAdapter(Adapter):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "protocol": self.protocol,
             "dtype": DTYPE_NAMES[self.dtype],
             "device": str(self.device),
             **({"placement": self.placement} if self.placement else {}),

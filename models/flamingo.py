@@ -12,6 +12,14 @@ default; ``1`` is open-flamingo 0.0.2, Med-Flamingo's default (see
 
 The lm_head rows of the three added tokens were never trained or saved; they are zeros here (a
 documented, deterministic choice), and ``<image>``/``<PAD>`` are never generated.
+
+``protocol=authors``: OpenFlamingo decodes as its ``eval/evaluate.py`` (commit 655f693) does, beam
+search with ``num_beams=3, length_penalty=0.0`` (transformers' ``early_stopping=False``), 5 new tokens
+for VQA and 20 for captions (every other task), then the same ``postprocess_vqa_generation`` clean-up
+radbench applies. Med-Flamingo's ``scripts/demo.py`` decodes greedily (10 new tokens), so its
+decoding is radbench's; its answer is the demo's: the generated text decoded *with* special tokens
+(the ``<|endofchunk|>`` that stopped it included), then ``clean_generation`` (drop ``'<unk> '``,
+strip), without radbench's cut at a new line or ``Question:``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 from radbench import images
 from radbench.errors import SampleError
 from radbench.models import decoding, loading, tiny
-from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.flamingo_convert import (
     STALE_KEYS,
@@ -110,6 +118,11 @@ def openflamingo_answer(text: str, task: str) -> str:
     if task == "vqa":
         text = re.split(", ", text, maxsplit=1)[0]
     return text.strip()
+
+
+def clean_generation(text: str) -> str:
+    """Med-Flamingo's ``demo_utils.clean_generation``: drop ``'<unk> '``, strip."""
+    return text.replace("<unk> ", "").strip()
 
 
 def medflamingo_answer(text: str, task: str) -> str:
@@ -228,13 +241,29 @@ class FlamingoAdapter(CheckpointAdapter):
                   "cross_attn_every_n_layers": cfg.cross_attn_every_n_layers, "keys": report.to_json()}
         return cls(model, tokenizer, image_size, build, fingerprint, source)
 
+    def authors_decoding(self, task: str) -> dict[str, Any]:
+        """The decoding settings the authors' own code uses for ``task`` (``protocol=authors``)."""
+        return {"num_beams": 1, "max_new_tokens": self.default_max_new_tokens}
+
+    def decoding_of(self, request: Request) -> decoding.Decoding:
+        overrides = self.authors_decoding(request.task) if self.protocol == AUTHORS else {}
+        return decoding.decoding_of(self.name, request.gen_kwargs, self.default_max_new_tokens, overrides)
+
     def decoding_facts(self) -> dict[str, Any]:
-        return {"decoding": {"greedy": True, "eos": EOC, "default_max_new_tokens": self.default_max_new_tokens,
-                             "never_generated": [IMAGE, PAD], "new_lm_head_rows": "zeros"}}
+        facts: dict[str, Any] = {"greedy": True, "eos": EOC, "default_max_new_tokens": self.default_max_new_tokens}
+        if self.protocol == AUTHORS:
+            facts = {"eos": EOC, "authors_settings_override_gen_kwargs":
+                     {task: self.authors_decoding(task) for task in ("vqa", "report")}}
+        return {"decoding": {**facts, "never_generated": [IMAGE, PAD], "new_lm_head_rows": "zeros"}}
+
+    def answer(self, tokens: list[int], settings: decoding.Decoding, task: str) -> str:
+        """The answer radbench stores from a row's new tokens (EOS excluded)."""
+        return self.postprocess(self.tokenizer.decode(tokens, skip_special_tokens=True), task)
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, self.default_max_new_tokens) for r in requests]
+        decodings = [self.decoding_of(r) for r in requests]
+        beams = decoding.batch_beams(self.name, decodings)
         prompts, media = [], []
         for request in requests:
             prompt, refs = self.render(request)
@@ -248,16 +277,15 @@ class FlamingoAdapter(CheckpointAdapter):
             batch_media[row, : m.shape[0]] = m
         ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         input_ids, mask = decoding.left_pad(ids, self.tokenizer.pad_token_id, self.device)
-        self.model.condition(batch_media)
+        # beam search runs each row num_beams times (open_flamingo repeats vision_x the same way)
+        self.model.condition(batch_media.repeat_interleave(beams, dim=0))
         try:
-            new_tokens = decoding.greedy_generate(self.model.step, input_ids=input_ids, attention_mask=mask,
-                                            max_new_tokens=limits, eos_token_ids=[self.eoc_id],
-                                            suppress_token_ids=self.suppress,
-                                            pad_token_id=self.tokenizer.pad_token_id)
+            new_tokens = decoding.generate(self.model.step, input_ids=input_ids, attention_mask=mask,
+                                           decodings=decodings, eos_token_ids=[self.eoc_id],
+                                           suppress_token_ids=self.suppress, pad_token_id=self.tokenizer.pad_token_id)
         finally:
             self.model.condition(None)
-        return [self.postprocess(self.tokenizer.decode(t, skip_special_tokens=True), r.task)
-                for t, r in zip(new_tokens, requests)]
+        return [self.answer(t, d, r.task) for t, d, r in zip(new_tokens, decodings, requests)]
 
 
 
@@ -277,6 +305,10 @@ class OpenFlamingoAdapter(FlamingoAdapter):
 
     def render(self, request: Request) -> tuple[str, list[ImageRef]]:
         return openflamingo_prompt(request, "Short answer:")
+
+    def authors_decoding(self, task: str) -> dict[str, Any]:
+        """``evaluate.py``: ``evaluate_vqa`` (5 tokens) and ``evaluate_captioning`` (20), both 3 beams, penalty 0."""
+        return {"num_beams": 3, "length_penalty": 0.0, "max_new_tokens": 5 if task == "vqa" else 20}
 
     def postprocess(self, text: str, task: str) -> str:
         return openflamingo_answer(text, task)
@@ -298,6 +330,15 @@ class MedFlamingoAdapter(FlamingoAdapter):
 
     def render(self, request: Request) -> tuple[str, list[ImageRef]]:
         return medflamingo_prompt(request)
+
+    def answer(self, tokens: list[int], settings: decoding.Decoding, task: str) -> str:
+        if self.protocol != AUTHORS:
+            return super().answer(tokens, settings, task)
+        # demo.py decodes what generate returned, special tokens and all: the <|endofchunk|> that
+        # stopped the row (a row shorter than its limit stopped at it) is part of the response.
+        stopped_at_eos = len(tokens) < settings.max_new_tokens
+        text = self.tokenizer.decode(tokens + ([self.eoc_id] if stopped_at_eos else []), skip_special_tokens=False)
+        return clean_generation(text)
 
     def postprocess(self, text: str, task: str) -> str:
         return medflamingo_answer(text, task)

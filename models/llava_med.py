@@ -36,7 +36,10 @@ Reproducing the authors' ``model_vqa.py`` (conv mode ``mistral_instruct``, tempe
   3D studies: the middle axial slice (LLaVA-Med is 2D-only); ``slices=even:K`` or ``all`` gives
   several slices, each its own ``<image>``.
 * Greedy decoding, EOS ``</s>``, the authors' ``max_new_tokens=1024`` unless the task sets one;
-  the answer is the decoded new tokens, special tokens skipped, stripped.
+  the answer is the decoded new tokens, special tokens skipped, stripped. This is also
+  ``protocol=authors``: the README's ``model_vqa.py --temperature 0.0`` is greedy (the script's own
+  default, 0.2, samples), and the ``KeywordsStoppingCriteria`` it builds is never passed to
+  ``generate``, so ``</s>`` is the only stop.
 
 Not the authors' setup (they evaluate zero-shot, one image): several query images each get their
 own ``<image>\\n`` line; few-shot exemplars become **text-only** examples inside the single user turn
@@ -59,7 +62,7 @@ import torch
 from radbench import images
 from radbench.errors import UsageError
 from radbench.models import decoding, loading, tiny
-from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
 from radbench.types import ImageRef, Request, Turn
@@ -313,7 +316,9 @@ class LlavaMedAdapter(CheckpointAdapter):
 
     def decoding_facts(self) -> dict[str, Any]:
         return {
-            "decoding": {"greedy": True, "eos_token_id": EOS_ID, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+            "decoding": {"greedy": True, "eos_token_id": EOS_ID, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+                         **({"authors_settings_override_gen_kwargs": {"num_beams": 1, "max_new_tokens":
+                             DEFAULT_MAX_NEW_TOKENS}} if self.protocol == AUTHORS else {})},
             "prompt": "[INST] <image>\\n{question} [/INST]; few-shot exemplars as text-only Q:/A: blocks",
         }
 
@@ -325,10 +330,14 @@ class LlavaMedAdapter(CheckpointAdapter):
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        # protocol=authors: model_vqa.py's greedy 1024 new tokens (num_beams 1), whatever the task asks
+        overrides = {"num_beams": 1, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS} if self.protocol == AUTHORS else {}
+        decodings = [decoding.decoding_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS, overrides) for r in requests]
+        beams = decoding.batch_beams(self.name, decodings)
         encoded = [self.encode(r) for r in requests]
         input_ids, mask = decoding.left_pad([ids for ids, _ in encoded], pad_id=0, device=self.device)
-        images = [p for _, pixels in encoded for p in pixels]  # row order = the order of <image> runs
+        # row order = the order of <image> runs; beam search runs each row num_beams times, in row order
+        images = [p for _, pixels in encoded for _ in range(beams) for p in pixels]
         pixel_values = (torch.from_numpy(np.stack(images)).to(self.device, self.dtype) if images else None)
         model = self.model
         cache_name = decoding.cache_argument(model)
@@ -339,8 +348,8 @@ class LlavaMedAdapter(CheckpointAdapter):
                         logits_to_keep=1, **{cache_name: cache}, **extra)
             return out.logits[:, -1, :], decoding.returned_cache(out)
 
-        new_tokens = decoding.greedy_generate(step, input_ids=input_ids, attention_mask=mask, max_new_tokens=limits,
-                                        eos_token_ids=[EOS_ID], suppress_token_ids=[self.image_token_id])
+        new_tokens = decoding.generate(step, input_ids=input_ids, attention_mask=mask, decodings=decodings,
+                                       eos_token_ids=[EOS_ID], suppress_token_ids=[self.image_token_id])
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
 

@@ -31,6 +31,13 @@ The authors' inference (``test.py``, ``test_VQA_RAD.py``, ``Dataset/PMC_QA_Datas
   whenever theirs was a letter, and never an unparseable answer. ``mode=open`` generates instead
   (the authors' VQA-RAD/SLAKE protocol for closed questions with the ``blank`` checkpoint).
 
+``protocol=authors`` follows the authors' scripts instead: open questions stop only at the base
+LM's own EOS (``generate`` reads it from the LLaMA folder's ``generation_config.json``, else its
+``config.json``; ``tokenizer_path`` must hold one), and options are chosen as ``test.py`` does:
+one forward pass, the argmax at *every* position decoded with special tokens skipped, its last
+character matched with ``difflib`` against the lettered options ``" A:{option}"`` (the first
+highest ratio above 0 wins; no match leaves the character itself as the answer).
+
 Not the authors' setup: several images give one 32-token prefix each, in order; a request without
 images has no prefix (the authors' ``no_image`` ablation); exemplar turns are ignored (MedVInT has
 no few-shot format: one visual prefix, one question).
@@ -39,6 +46,7 @@ no few-shot format: one visual prefix, one question).
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from collections import OrderedDict
@@ -53,7 +61,7 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, tiny
-from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.types import Request
@@ -346,6 +354,7 @@ class MedVInTArgs(CheckpointArgs):
     slices: str = "middle"
 
     def check(self, model: str) -> None:
+        super().check(model)
         if self.mode not in ("auto", "open"):
             raise UsageError(f"model 'medvint': mode={self.mode!r}; use auto (options scored by logits) or open")
 
@@ -358,10 +367,11 @@ class MedVInTAdapter(CheckpointAdapter):
     Args = MedVInTArgs
 
     def __init__(self, model: MedVInTModel, tokenizer: Any, build: Build, fingerprint: str, source: dict[str, Any],
-                 mode: str, spec: images.Preprocess) -> None:
+                 mode: str, spec: images.Preprocess, lm_eos: list[int] | None = None) -> None:
         super().__init__(model, tokenizer, build, fingerprint, source, spec)
         self.cfg = model.cfg
         self.mode = mode
+        self.lm_eos = lm_eos  # the base LM's generation-config EOS, which the authors' generate stopped at
         self._step = decoding.hf_step(model.lm)
 
     def split_points(self) -> tuple[torch.nn.Module, str, torch.nn.Module]:
@@ -378,7 +388,8 @@ class MedVInTAdapter(CheckpointAdapter):
         model.to(device=build.device, dtype=build.dtype)
         spec = preprocess_spec(cfg.image_size, args.slices)
         fingerprint = cls.tiny_identity(asdict(cfg), build, spec, mode=args.mode)
-        return cls(model, tokenizer, build, fingerprint, {"preset": "tiny-random", "seed": build.seed}, args.mode, spec)
+        return cls(model, tokenizer, build, fingerprint, {"preset": "tiny-random", "seed": build.seed}, args.mode, spec,
+                   lm_eos=[model.lm.config.eos_token_id])
 
     @classmethod
     def load_released(cls, args: MedVInTArgs, build: Build) -> "MedVInTAdapter":
@@ -404,17 +415,32 @@ class MedVInTAdapter(CheckpointAdapter):
         files = [weights, tok_dir / "tokenizer.model"] + ([lm_json_path] if lm_json else [])
         fingerprint = cls.weights_identity(files, args, build, spec, heads=args.heads, lora_alpha=args.lora_alpha,
                                            mode=args.mode)
+        lm_eos = generation_eos(tok_dir)
         source = {"checkpoint": str(weights), "tokenizer_path": str(tok_dir), "lora_pairs_merged": merged,
-                  "keys": report.to_json()}
-        return cls(model, tokenizer, build, fingerprint, source, args.mode, spec)
+                  "lm_eos_token_id": lm_eos, "keys": report.to_json()}
+        return cls(model, tokenizer, build, fingerprint, source, args.mode, spec, lm_eos=lm_eos)
+
+    def stop_ids(self) -> list[int]:
+        if self.protocol != AUTHORS:
+            return list(EOS_IDS)
+        if not self.lm_eos:
+            raise UsageError("model 'medvint': protocol=authors stops at the base LM's own EOS, but tokenizer_path "
+                             "has no generation_config.json or config.json with eos_token_id (put PMC-LLaMA's there)")
+        return list(self.lm_eos)
 
     def decoding_facts(self) -> dict[str, Any]:
-        options = "next-token logits of the option letters" if self.mode == "auto" else "generated"
-        return {
-            "mode": self.mode,
-            "decoding": {"greedy": True, "eos_token_id": list(EOS_IDS), "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-                         "options": options},
-        }
+        if self.mode != "auto":
+            options = "generated"
+        elif self.protocol == AUTHORS:
+            options = "argmax at every position, last character matched to ' A:{option}' with difflib (test.py)"
+        else:
+            options = "next-token logits of the option letters"
+        eos = self.lm_eos if self.protocol == AUTHORS else list(EOS_IDS)
+        facts = {"greedy": True, "eos_token_id": eos, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+                 "options": options}
+        if self.protocol == AUTHORS:
+            facts["authors_settings_override_gen_kwargs"] = {"num_beams": 1, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+        return {"mode": self.mode, "decoding": facts}
 
     def prefix(self, request: Request) -> torch.Tensor:
         """The request's visual embeddings, ``(queries × images, hidden)`` (empty without images).
@@ -439,7 +465,8 @@ class MedVInTAdapter(CheckpointAdapter):
         choice = [i for i, r in enumerate(requests) if r.options and self.mode == "auto"]
         open_ = [i for i in range(len(requests)) if i not in choice]
         if choice:
-            for i, answer in zip(choice, self._choose([requests[i] for i in choice])):
+            choose = self._choose_as_authors if self.protocol == AUTHORS else self._choose
+            for i, answer in zip(choice, choose([requests[i] for i in choice])):
                 out[i] = answer
         if open_:
             for i, answer in zip(open_, self._generate_open([requests[i] for i in open_])):
@@ -447,11 +474,14 @@ class MedVInTAdapter(CheckpointAdapter):
         return out
 
     def _generate_open(self, requests: Sequence[Request]) -> list[str]:
-        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        # protocol=authors: generate_long_sentence's greedy 50 new tokens, whatever the task asks
+        overrides = {"num_beams": 1, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS} if self.protocol == AUTHORS else {}
+        decodings = [decoding.decoding_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS, overrides) for r in requests]
+        decoding.batch_beams(self.name, decodings)
         embeds = [self.embed(r, self.tokenizer(render_prompt(r, choice=False))["input_ids"]) for r in requests]
         inputs_embeds, mask = decoding.left_pad_embeds(embeds)
-        new_tokens = decoding.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
-                                        max_new_tokens=limits, eos_token_ids=list(EOS_IDS), pad_token_id=0)
+        new_tokens = decoding.generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                       decodings=decodings, eos_token_ids=self.stop_ids(), pad_token_id=0)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
     def _choose(self, requests: Sequence[Request]) -> list[str]:
@@ -468,6 +498,51 @@ class MedVInTAdapter(CheckpointAdapter):
         logits = self.model.lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
                                logits_to_keep=1).logits[:, -1, :].float()
         return [r.options[int(logits[row, ids].argmax())] for row, (r, ids) in enumerate(zip(requests, letters))]
+
+
+    def _choose_as_authors(self, requests: Sequence[Request]) -> list[str]:
+        """``test.py``'s choice: argmax at every position (visual prefix included), decoded, last character, difflib."""
+        embeds = [self.embed(r, self.tokenizer(render_prompt(r, choice=True))["input_ids"]) for r in requests]
+        inputs_embeds, mask = decoding.left_pad_embeds(embeds)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        argmax = self.model.lm(inputs_embeds=inputs_embeds, attention_mask=mask,
+                               position_ids=position_ids).logits.argmax(-1)
+        rows, real = argmax.tolist(), mask.bool().tolist()
+        answers = []
+        for request, row, keep in zip(requests, rows, real):
+            text = self.tokenizer.decode([tok for tok, k in zip(row, keep) if k], skip_special_tokens=True)
+            if not text:
+                raise SampleError("the argmax over the prompt decodes to no text (test.py would fail on it too)")
+            pred = text[-1]
+            lettered = [f" {LETTERS[i]}:{option}" for i, option in enumerate(request.options)]
+            index = most_similar(lettered, pred)
+            answers.append(pred if index is None else request.options[index])
+        return answers
+
+
+def most_similar(candidates: Sequence[str], target: str) -> int | None:
+    """The first candidate with the highest ``difflib`` ratio to ``target``; ``None`` when every ratio is 0."""
+    best, best_ratio = None, 0.0
+    for index, candidate in enumerate(candidates):
+        ratio = difflib.SequenceMatcher(None, candidate, target).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = index, ratio
+    return best
+
+
+def generation_eos(folder: Any) -> list[int] | None:
+    """The EOS ids the LM folder's ``generation_config.json`` (else ``config.json``) gives ``generate``."""
+    for name in ("generation_config.json", "config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            value = json.loads(path.read_text()).get("eos_token_id")
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"model 'medvint': cannot read {path}: {exc}") from exc
+        if value is not None:
+            return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+    return None
 
 
 def randomize_batchnorm(model: nn.Module) -> None:

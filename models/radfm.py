@@ -21,6 +21,11 @@ the 2D crop is a deterministic ``Resize((512, 512), BICUBIC)`` instead of ``Rand
 (radbench's ``radfm`` preprocessing preset, :mod:`radbench.images`);
 EOS is id 2 (the shipped config's ``eos=1`` is the decapoda bug; RadFM trained with 2); requests
 are batched with left padding (verified to give the bs=1 tokens).
+
+``protocol=authors`` stops where the authors' ``generate`` stopped: ``lang_model.generate`` takes
+its EOS from ``Quick_demo/Language_files/config.json`` (``eos_token_id: 1``; the folder has no
+``generation_config.json``), so only id 1 ends an answer; greedy, 200 new tokens (``top_k=50``
+without sampling changes nothing).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch import nn
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, placement, tiny
-from radbench.models.args import CheckpointArgs, find_in, require_file
+from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.flamingo_modeling import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
 from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
@@ -48,6 +53,8 @@ IMAGE_TOKENS = 32  # perceiver latents per image = <image{k}> tokens per image b
 MAX_IMAGES = 100  # the tokenizer of Quick_demo/test.py and training; the first 322 ids equal the test one's
 CONTEXT = 2048  # the authors tokenized with max_length=2048
 DEFAULT_MAX_NEW_TOKENS = 200
+EOS_ID = 2  # what RadFM trained with (radbench's stop)
+AUTHORS_EOS_ID = 1  # the shipped Language_files/config.json's eos_token_id, which the authors' generate used
 # Checkpoint keys that are not part of the inference model (the module docstring lists them).
 STALE_KEYS = (
     r"lang_model\.model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$",
@@ -406,8 +413,14 @@ class RadFMAdapter(CheckpointAdapter):
             return cls(model, tokenizer, cfg, build, fingerprint, source)
         return cls(model, tokenizer, cfg, replace(build, device=plan.devices[0]), fingerprint, source).dispatch(plan)
 
+    def stop_ids(self) -> list[int]:
+        return [AUTHORS_EOS_ID] if self.protocol == AUTHORS else [EOS_ID]
+
     def decoding_facts(self) -> dict[str, Any]:
-        return {"decoding": {"greedy": True, "eos_token_id": 2, "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS}}
+        facts = {"greedy": True, "eos_token_id": self.stop_ids()[0], "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+        if self.protocol == AUTHORS:
+            facts["authors_settings_override_gen_kwargs"] = {"num_beams": 1, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+        return {"decoding": facts}
 
     def encode(self, request: Request) -> tuple[list[int], torch.Tensor | None]:
         """A request's token ids and its images' visual rows (``None`` without images)."""
@@ -426,15 +439,18 @@ class RadFMAdapter(CheckpointAdapter):
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        limits = [decoding.max_new_tokens_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS) for r in requests]
+        # protocol=authors: greedy, 200 new tokens, whatever the task asks (MultiLLaMAForCausalLM.generate)
+        overrides = {"num_beams": 1, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS} if self.protocol == AUTHORS else {}
+        decodings = [decoding.decoding_of(self.name, r.gen_kwargs, DEFAULT_MAX_NEW_TOKENS, overrides) for r in requests]
+        decoding.batch_beams(self.name, decodings)
         embeds = []
         for request in requests:
             ids, visual = self.encode(request)
             ids_t = torch.tensor(ids, device=self.device)
             embeds.append(self.model.embedding_layer.embed(ids_t, visual))
         inputs_embeds, mask = decoding.left_pad_embeds(embeds)
-        new_tokens = decoding.greedy_generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
-                                        max_new_tokens=limits, eos_token_ids=[2], pad_token_id=0)
+        new_tokens = decoding.generate(self._step, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                       decodings=decodings, eos_token_ids=self.stop_ids(), pad_token_id=0)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
 
 

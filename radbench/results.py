@@ -226,6 +226,9 @@ def protocol(res: dict[str, Any], metric_groups: Iterable[str]) -> dict[str, Any
     out: dict[str, Any] = {}
     for dotted in PROTOCOL_FIELDS:
         out.update(_flatten(dotted, _get(res, dotted)))
+    # Whose decoding, stop rule and answer selection the model followed (``--model-args protocol=``);
+    # adapters without the choice, and runs recorded before it existed, followed radbench's.
+    out["model.protocol"] = _get(res, "model.protocol") or "radbench"
     if res.get("shots", 0) > 0:
         out["exemplar_manifest_hash"] = res.get("exemplar_manifest_hash")
     for group in sorted(metric_groups):
