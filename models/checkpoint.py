@@ -20,6 +20,7 @@ from radbench.errors import UsageError
 from radbench.models import placement
 from radbench.models.args import CheckpointArgs
 from radbench.models.base import Adapter
+from radbench.models.hub_args import resolve_hub_paths
 from radbench.models.loading import cached_file_fingerprint, stable_fingerprint
 from radbench.models.tiny import TINY_SEED, tiny_fingerprint
 
@@ -86,6 +87,8 @@ class CheckpointAdapter(Adapter):
     # Where :meth:`spread` put the model (``None``: all of it on ``device``); not in the
     # fingerprint, since splitting layers across GPUs does not change the arithmetic.
     placement: dict[str, Any] | None = None
+    # The Hub repos the path-or-repo keys named (key -> repo id, revision, resolved commit): results record them.
+    hub: dict[str, dict[str, Any]] = {}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, build: Build, fingerprint: str,
                  source: dict[str, Any], spec: Any) -> None:
@@ -102,7 +105,11 @@ class CheckpointAdapter(Adapter):
     def from_args(cls, **model_args: str) -> Self:
         args = cls.Args.parse(cls.name, model_args)
         build = resolve(cls.name, args)
+        origins: dict[str, dict[str, Any]] = {}
+        if not args.preset:  # repo ids (the released defaults too) become local snapshot folders
+            args, origins = resolve_hub_paths(cls.name, args)
         adapter = cls.build_tiny(args, build) if args.preset else cls.load_released(args, build)
+        adapter.hub = origins
         return adapter if adapter.placement else adapter.spread(build.devices, build.check_memory)
 
     @classmethod
@@ -173,6 +180,7 @@ class CheckpointAdapter(Adapter):
             "device": str(self.device),
             **({"placement": self.placement} if self.placement else {}),
             "source": self.source,
+            **({"hub": self.hub} if self.hub else {}),
             **self.decoding_facts(),
             "preprocessing": self.spec.describe(),
         }
