@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--metric-args", help=METRIC_ARGS_HELP)
     p_score.add_argument("--seed", type=int, default=0)
     p_score.add_argument("--output", required=True, type=Path)
+    p_score.add_argument("--name", help="model name recorded for these predictions (default: external)")
 
     p_demo = sub.add_parser("demo", help="run both baselines on every task of the embedded demo dataset")
     p_demo.add_argument("--output", type=Path, default=Path("runs/demo"))
@@ -291,10 +292,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from radbench.identity import check_output
     from radbench.rescore import score_file
 
+    check_output(args.output)
     res = score_file(args.predictions, args.task, args.metrics, args.output, args.seed,
-                     metric_settings(args.metric_args))
+                     metric_settings(args.metric_args), name=args.name)
     print_metric_list(res, f"radbench scores of {args.predictions}")
     return 0
 
