@@ -18,6 +18,7 @@ from typing import Any, Mapping, Self, Sequence
 
 from radbench import options
 from radbench.errors import UsageError
+from radbench.models.hub_args import hub_path
 
 def check_model_args(model: str, model_args: Mapping[str, str], allowed: Sequence[str]) -> None:
     """Refuse an unknown ``--model-args`` key in one line: a typo must not silently use a default."""
@@ -120,12 +121,13 @@ PROTOCOLS = (RADBENCH, AUTHORS)
 class CheckpointArgs(ModelArgs):
     """The keys every released-checkpoint adapter accepts; an adapter subclasses this for its own.
 
-    ``checkpoint``: the weights; ``dtype``: fp32, bf16 or fp16; ``device``, or ``device_map=auto``
+    ``checkpoint``: the weights, a local path or a Hub repo ``ORG/NAME[@REV]`` (:mod:`radbench.models.hub_args`;
+    an adapter overrides the field with its released repo as default and the files it reads); ``dtype``: fp32, bf16 or fp16; ``device``, or ``device_map=auto``
     with ``gpus=0,1`` for one replica split over GPUs; ``preset=tiny-random`` (with ``seed``) builds
     the architecture at toy sizes without weights; ``full_fingerprint=1`` hashes every weight byte.
     """
 
-    checkpoint: str | None = None
+    checkpoint: str | None = hub_path()
     dtype: str = "fp32"
     device: str | None = None
     device_map: str | None = None

@@ -20,6 +20,7 @@ from radbench.errors import UsageError
 from radbench.models import placement
 from radbench.models.args import RADBENCH, CheckpointArgs
 from radbench.models.base import Adapter
+from radbench.models.hub_args import resolve_hub_paths
 from radbench.models.loading import cached_file_fingerprint, stable_fingerprint
 from radbench.models.tiny import TINY_SEED, tiny_fingerprint
 
@@ -89,6 +90,8 @@ class CheckpointAdapter(Adapter):
     # ``protocol=`` (:class:`CheckpointArgs`): whose stop rule, decoding and answer selection
     # ``generate`` follows; set by :meth:`from_args` through :meth:`use_protocol`.
     protocol: str = RADBENCH
+    # The Hub repos the path-or-repo keys named (key -> repo id, revision, resolved commit): results record them.
+    hub: dict[str, dict[str, Any]] = {}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, build: Build, fingerprint: str,
                  source: dict[str, Any], spec: Any) -> None:
@@ -105,8 +108,12 @@ class CheckpointAdapter(Adapter):
     def from_args(cls, **model_args: str) -> Self:
         args = cls.Args.parse(cls.name, model_args)
         build = resolve(cls.name, args)
+        origins: dict[str, dict[str, Any]] = {}
+        if not args.preset:  # repo ids (the released defaults too) become local snapshot folders
+            args, origins = resolve_hub_paths(cls.name, args)
         adapter = cls.build_tiny(args, build) if args.preset else cls.load_released(args, build)
         adapter.use_protocol(args.protocol)
+        adapter.hub = origins
         return adapter if adapter.placement else adapter.spread(build.devices, build.check_memory)
 
     def use_protocol(self, protocol: str) -> None:
@@ -189,6 +196,7 @@ class CheckpointAdapter(Adapter):
             "device": str(self.device),
             **({"placement": self.placement} if self.placement else {}),
             "source": self.source,
+            **({"hub": self.hub} if self.hub else {}),
             **self.decoding_facts(),
             "preprocessing": self.spec.describe(),
         }

@@ -35,6 +35,7 @@ from radbench import images
 from radbench.errors import SampleError
 from radbench.models import decoding, loading, tiny
 from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
+from radbench.models.hub_args import hub_path
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.flamingo_convert import (
     STALE_KEYS,
@@ -135,17 +136,47 @@ def medflamingo_answer(text: str, task: str) -> str:
 # The adapters
 # ---------------------------------------------------------------------------------------------
 
+# What a Flamingo's language model and CLIP tower are read from in a Hub repo (safetensors weights only,
+# so a repo that also carries the same weights as .bin is not downloaded twice).
+LM_FILES = ("*.json", "tokenizer.model", "*.safetensors")
+CLIP_FILES = ("*.json", "model.safetensors")
+CLIP_L14 = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14 (open_clip's ViT-L-14 "openai" weights)
+
+
 @dataclass(frozen=True)
 class FlamingoArgs(CheckpointArgs):
     """``checkpoint=`` the Flamingo file, ``lm_path=`` the LM folder, ``vision_path=`` CLIP ViT-L/14.
 
     ``legacy_media_attention`` unset: the adapter's default (:attr:`FlamingoAdapter.legacy_default`).
+    Each path also takes a Hub repo id; each adapter's subclass names its released repos as defaults.
     """
 
-    lm_path: str | None = None
-    vision_path: str | None = None
+    lm_path: str | None = hub_path(patterns=LM_FILES, locate=("config.json",))
+    vision_path: str | None = hub_path(patterns=CLIP_FILES)
     batch_size: int = field(default=8, metadata={"minimum": 1})
     legacy_media_attention: bool | None = None
+
+
+@dataclass(frozen=True)
+class OpenFlamingoArgs(FlamingoArgs):
+    """OpenFlamingo-4B (ViT-L/14 + RedPajama-INCITE-Base-3B, a GPT-NeoX transformers loads without remote
+    code); the MPT-based releases need MosaicML's remote code, which radbench never runs."""
+
+    checkpoint: str | None = hub_path("openflamingo/OpenFlamingo-4B-vitl-rpj3b", patterns=("checkpoint.pt",),
+                                      locate=("checkpoint.pt",))
+    lm_path: str | None = hub_path("togethercomputer/RedPajama-INCITE-Base-3B-v1", patterns=LM_FILES,
+                                   locate=("config.json",))
+    vision_path: str | None = hub_path(CLIP_L14, patterns=CLIP_FILES)
+
+
+@dataclass(frozen=True)
+class MedFlamingoArgs(FlamingoArgs):
+    """Med-Flamingo's ``model.pt`` on LLaMA-7B (v1; the authors name decapoda-research/llama-7b-hf, no longer
+    on the Hub: huggyllama/llama-7b holds the same weights) and CLIP ViT-L/14."""
+
+    checkpoint: str | None = hub_path("med-flamingo/med-flamingo", patterns=("model.pt",), locate=("model.pt",))
+    lm_path: str | None = hub_path("huggyllama/llama-7b", patterns=LM_FILES, locate=("config.json",))
+    vision_path: str | None = hub_path(CLIP_L14, patterns=CLIP_FILES)
 
 
 class FlamingoAdapter(CheckpointAdapter):
@@ -298,8 +329,9 @@ class OpenFlamingoAdapter(FlamingoAdapter):
 
     name = "openflamingo"
     version = "1"
+    Args = OpenFlamingoArgs
     checkpoint_file = "checkpoint.pt"
-    checkpoint_hint = "OpenFlamingo's checkpoint.pt (e.g. from openflamingo/OpenFlamingo-9B-deprecated)"
+    checkpoint_hint = "OpenFlamingo's checkpoint.pt (e.g. from openflamingo/OpenFlamingo-4B-vitl-rpj3b)"
     legacy_default = False
     default_max_new_tokens = 5
 
@@ -323,6 +355,7 @@ class MedFlamingoAdapter(FlamingoAdapter):
 
     name = "medflamingo"
     version = "1"
+    Args = MedFlamingoArgs
     checkpoint_file = "model.pt"
     checkpoint_hint = "Med-Flamingo's model.pt (from med-flamingo/med-flamingo)"
     legacy_default = True

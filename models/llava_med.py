@@ -63,6 +63,7 @@ from radbench import images
 from radbench.errors import UsageError
 from radbench.models import decoding, loading, tiny
 from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
+from radbench.models.hub_args import hub_path
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
 from radbench.types import ImageRef, Request, Turn
@@ -231,9 +232,12 @@ def tokenize_with_images(tokenizer: Any, prompt: str, image_token_id: int, image
 @dataclass(frozen=True)
 class LlavaMedArgs(CheckpointArgs):
     """``checkpoint=`` the released folder; ``vision_path=`` a local CLIP ViT-L/14-336 folder (default:
-    the tower inside the shards); ``slices=`` which slices of a 3D study are shown (middle, even:K, all)."""
+    the tower inside the shards); ``slices=`` which slices of a 3D study are shown (middle, even:K, all).
+    Both keys take Hub repo ids; ``checkpoint`` defaults to the released ``microsoft/llava-med-v1.5-mistral-7b``."""
 
-    vision_path: str | None = None
+    checkpoint: str | None = hub_path("microsoft/llava-med-v1.5-mistral-7b",
+                                      patterns=("*.json", "*.safetensors", "tokenizer.model"), locate=("config.json",))
+    vision_path: str | None = hub_path(patterns=("*.json", "model.safetensors"))
     slices: str = "middle"
 
 

@@ -241,13 +241,16 @@ def cached_file_fingerprint(paths: Sequence[Path], full: bool = False) -> str:
     Hashing 32 MiB of each of several multi-GB files is quick but not free; a run that resumes,
     or the next task on the same weights, reuses the value. A changed file changes the key.
     """
-    resolved = sorted(p.resolve() for p in paths)
-    key = stable_hash([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in resolved] + [full])
+    # The value hashes the names the adapter reads (model.safetensors), never what a link points at:
+    # huggingface_hub's snapshot links point at blobs named by hash, and the same bytes read through
+    # the Hub cache or from a local folder must give one fingerprint (so a run resumes across the two).
+    resolved = sorted((p.resolve(), p.name) for p in paths)
+    key = stable_hash([[str(p), name, p.stat().st_size, p.stat().st_mtime_ns] for p, name in resolved] + [full])
     cache = cache_root() / "fingerprints"
     hit = cache / f"{key}.txt"
     if hit.is_file():
         return hit.read_text().strip()
-    value = file_fingerprint(resolved, full=full)
+    value = file_fingerprint(list(paths), full=full)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{key}.{os.getpid()}"

@@ -62,6 +62,7 @@ from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, tiny
 from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
+from radbench.models.hub_args import hub_path
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.types import Request
@@ -339,15 +340,26 @@ def letter_continuations(tokenizer: Any, prompt_ids: Sequence[int], prompt: str,
 # -- the adapter --------------------------------------------------------------------------------------
 
 
+# The released multiple-choice checkpoint inside xmcmic/MedVInT-TD (the one the authors' test.py loads).
+MEDVINT_CHOICE = "VQA_lora_PMC_LLaMA_PMCCLIP/choice/checkpoint-4000"
+
+
 @dataclass(frozen=True)
 class MedVInTArgs(CheckpointArgs):
     """``checkpoint=`` a MedVInT-TD ``pytorch_model.bin`` (or its folder); ``tokenizer_path=`` PMC-LLaMA's tokenizer.
 
     ``mode=auto`` scores answer options by their letters' logits, ``mode=open`` generates;
     ``slices=`` which slices of a 3D study become visual prefixes (middle, even:K, all).
+    Defaults: the released ``xmcmic/MedVInT-TD`` (its multiple-choice checkpoint,
+    ``VQA_lora_PMC_LLaMA_PMCCLIP/choice/checkpoint-4000``) and PMC-LLaMA's tokenizer from
+    ``chaoyi-wu/PMC_LLAMA_7B``; either key takes a local path or another repo id.
     """
 
-    tokenizer_path: str | None = None
+    checkpoint: str | None = hub_path(
+        "xmcmic/MedVInT-TD", patterns=(f"{MEDVINT_CHOICE}/pytorch_model.bin", "pytorch_model.bin", "model.safetensors"),
+        locate=("pytorch_model.bin", "model.safetensors"))
+    tokenizer_path: str | None = hub_path("chaoyi-wu/PMC_LLAMA_7B", patterns=("tokenizer.model", "*.json"),
+                                          locate=("tokenizer.model",))
     heads: int = field(default=8, metadata={"minimum": 1})
     lora_alpha: float = 32.0
     mode: str = "auto"

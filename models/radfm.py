@@ -44,6 +44,7 @@ from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, placement, tiny
 from radbench.models.args import AUTHORS, CheckpointArgs, find_in, require_file
+from radbench.models.hub_args import hub_path
 from radbench.models.checkpoint import Build, CheckpointAdapter
 from radbench.models.flamingo_modeling import PerceiverResampler  # helpers.py is Flamingo's resampler, verbatim
 from radbench.models.tokenizers import add_special_tokens, assert_token_ids, load_llama_tokenizer
@@ -331,9 +332,17 @@ LAYERS = "lang_model.model.layers"  # the decoder layers a split model is cut be
 
 @dataclass(frozen=True)
 class RadFMArgs(CheckpointArgs):
-    """``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder); ``lm_path=`` ``Language_files``."""
+    """``checkpoint=`` the unzipped ``pytorch_model.bin`` (or its folder); ``lm_path=`` ``Language_files``.
 
-    lm_path: str | None = None
+    By default the released repo ``chaoyi-wu/RadFM``: its split zip (``RadFM.z01``-``.z04`` +
+    ``RadFM.zip``) is assembled and unpacked once into the cache; ``Language_files`` beside the weights.
+    """
+
+    checkpoint: str | None = hub_path(
+        "chaoyi-wu/RadFM", patterns=("RadFM.z[0-9][0-9]", "RadFM.zip", "pytorch_model.bin", "*.safetensors",
+                                     "Language_files/*"),
+        locate=("pytorch_model.bin", "pytorch_model.safetensors", "model.safetensors"))
+    lm_path: str | None = hub_path(patterns=("*.json", "tokenizer.model"), locate=("tokenizer.model",))
 
 
 class RadFMAdapter(CheckpointAdapter):

@@ -40,7 +40,9 @@ def _parse_gen_kwargs(text: str | None) -> dict[str, Any]:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name, or package.module:Class")
-    p.add_argument("--task", required=True, help="vqa, report, rationale or diagnosis (radbench list tasks)")
+    p.add_argument("--task", required=True,
+                   help="vqa, report, rationale or diagnosis (radbench list tasks); several as vqa,report (one "
+                        "run directory each under --output, plus summary.json), or all: every task of --dataset")
     p.add_argument("--dataset", help="dataset name (default: the task's default dataset)")
     p.add_argument("--data-root", help="folder holding the dataset's files and images")
     p.add_argument("--model-args", help="k=v,k2=v2 passed to the adapter (e.g. checkpoint=PATH)")
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--metric-args", help=METRIC_ARGS_HELP)
     p_score.add_argument("--seed", type=int, default=0)
     p_score.add_argument("--output", required=True, type=Path)
+    p_score.add_argument("--name", help="model name recorded for these predictions (default: external)")
 
     p_demo = sub.add_parser("demo", help="run both baselines on every task of the embedded demo dataset")
     p_demo.add_argument("--output", type=Path, default=Path("runs/demo"))
@@ -248,6 +251,7 @@ def _without_launcher(argv: Sequence[str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from radbench import multitask
     from radbench.runner import RunConfig, run
 
     settings = metric_settings(args.metric_args)  # a malformed entry is a one-line error before anything runs
@@ -259,14 +263,20 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.nproc < 1:
             raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
         return subprocess.run(torchrun_command(args.nproc, _without_launcher(argv))).returncode
-    res = run(
-        RunConfig(
-            model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
-            model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
-            limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
-            metric_args=settings, **_data_args(args),
-        )
+    config = RunConfig(
+        model=args.model, task=args.task, output=args.output, dataset=args.dataset, data_root=args.data_root,
+        model_args=args.model_args, gen_kwargs=_parse_gen_kwargs(args.gen_kwargs), shots=args.shots,
+        limit=args.limit, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics, quiet=args.quiet,
+        metric_args=settings, **_data_args(args),
     )
+    tasks = multitask.task_list(args.task, args.dataset)
+    if tasks is not None:  # --task a,b or all: one run directory per task under --output, and a summary
+        done = multitask.run_tasks(config, tasks, run)
+        if done and not args.quiet:
+            print_results_table([(args.model, task, res) for task, res in done],
+                                f"radbench: {args.model} ({args.output / multitask.SUMMARY})")
+        return 0
+    res = run(config)
     if res is not None and not args.quiet:  # only rank 0 of a distributed run has results
         print_metric_list(res, f"radbench: {args.model} on {args.task} ({args.output})")
     return 0
@@ -293,10 +303,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from radbench.identity import check_output
     from radbench.rescore import score_file
 
+    check_output(args.output)
     res = score_file(args.predictions, args.task, args.metrics, args.output, args.seed,
-                     metric_settings(args.metric_args))
+                     metric_settings(args.metric_args), name=args.name)
     print_metric_list(res, f"radbench scores of {args.predictions}")
     return 0
 

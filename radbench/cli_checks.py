@@ -46,13 +46,19 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def check_writable(folder: Path, flag: str = "--output") -> None:
-    """Raise :class:`UsageError` unless ``folder`` can be created and written (tried with a real file).
+    """Raise :class:`UsageError` unless ``folder`` can be written (tried with a real, removed file).
 
-    Found here, before the model loads, instead of after hours of generation.
+    Found here, before the model loads, instead of after hours of generation. A folder that does not
+    exist yet is not created here: the probe goes into its nearest existing parent, so a run refused
+    later (another run's directory, a missing checkpoint) leaves nothing behind.
     """
+    target = folder
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise UsageError(f"{flag} {folder}: not writable ({target} is a file, not a run directory)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".radbench-write-check.") as probe:
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".radbench-write-check.") as probe:
             probe.write(b"x" * 4096)
             probe.flush()
             os.fsync(probe.fileno())

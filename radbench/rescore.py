@@ -114,7 +114,11 @@ def _record_problem(rec: dict[str, Any]) -> str | None:
 
 
 def score_file(path: Path, task_name: str, metrics: str | None, output: Path, seed: int,
-               metric_args: MetricSettings | None = None) -> dict[str, Any]:
+               metric_args: MetricSettings | None = None, name: str | None = None) -> dict[str, Any]:
+    """Score a predictions file. The dataset is named by a hash of its ids and references (never the
+    file name), so two models' files for one test set compare; ``name`` is the model name recorded."""
+    if name is not None and not name.strip():
+        raise UsageError("--name must not be empty")
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     task = load_task(task_name)
@@ -145,17 +149,19 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
     output.mkdir(parents=True, exist_ok=True)
     write_jsonl(output / SCORES, report.records)
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    by_id = sorted(scored, key=lambda s: s.item.id)  # row order is not part of a test set's identity
+    manifest = stable_hash([[s.item.id, list(s.item.references)] for s in by_id])
     provenance = {
         "task": task.describe(),
-        "dataset": {"name": f"external:{path.name}", "split": "test",
-                    "manifest_hash": stable_hash([[s.item.id, list(s.item.references)] for s in scored]),
+        "dataset": {"name": f"external:{manifest[:16]}", "split": "test", "manifest_hash": manifest,
                     "is_demo": False, "limit": None},
-        "model": {"name": "external", "version": "n/a", "fingerprint": f"predictions-sha256:{file_hash}"},
+        "model": {"name": name.strip() if name else "external", "version": "n/a",
+                  "fingerprint": f"predictions-sha256:{file_hash}"},
         "n_samples": len(scored),
         "seed": seed,
         "shots": 0,
         "gen_kwargs": {},
-        "prompt_hash": stable_hash([s.item.question for s in scored]),
+        "prompt_hash": stable_hash([s.item.question for s in by_id]),
         "source": {"path": str(path), "format": "radfm-csv" if path.suffix.lower() == ".csv" else "jsonl"},
     }
     failures = {"count": 0, "policy": "scored as given; empty predictions score 0", "samples": {}}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from radbench import distributed, images, registry, results, scoring
+from radbench import distributed, identity, images, registry, results, scoring
 from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter
@@ -422,7 +422,8 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
     provenance = {
         "task": p.task.describe(),
         "dataset": {"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
-                    "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit},
+                    "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit,
+                    **identity.dataset_hub(p.dataset, p.options)},
         "model": {**p.adapter.describe(), "trained_on": p.trained_on},
         "n_samples": len(p.samples),
         "seed": config.seed,
@@ -472,6 +473,7 @@ def _warn_if_imbalanced(ranks: list[dict[str, Any]], minimum: int = 8) -> None:
 def run(config: RunConfig) -> dict[str, Any] | None:
     """Run one evaluation; returns the results on rank 0 (``None`` on other ranks)."""
     world = distributed.current_world()
+    run_identity = identity.check(config)  # another run's directory: refused before anything loads or is written
     p = plan(config, world)
     config.output.mkdir(parents=True, exist_ok=True)
     lock = RunLock(config.output)
@@ -479,6 +481,7 @@ def run(config: RunConfig) -> dict[str, Any] | None:
     if world.is_main:
         try:
             lock.acquire()
+            identity.record(config.output, run_identity)
             remove_stale_temporaries(config.output)
         except UsageError as exc:
             lock_error = exc

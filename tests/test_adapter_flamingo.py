@@ -343,11 +343,14 @@ def test_openflamingo_v2_mpt_layout_with_open_clip_weights(requests_: list[Reque
     assert step.value.logits.device == torch.device("cpu")
 
 
-def test_missing_paths_give_one_line_naming_the_file(tmp_path: Path) -> None:
+def test_missing_paths_give_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    local = {"lm_path": str(tmp_path), "vision_path": str(tmp_path)}
     with pytest.raises(UsageError, match="model.pt"):
-        fl.MedFlamingoAdapter.from_args(checkpoint=str(tmp_path))
+        fl.MedFlamingoAdapter.from_args(checkpoint=str(tmp_path), **local)
     (tmp_path / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(UsageError, match="lm_path=PATH"):
+    # lm_path left out: the released LM repo, not cached and offline, is one line naming it and the cache.
+    with pytest.raises(UsageError, match="RedPajama-INCITE-Base-3B-v1 is not in the cache .*empty-hub-cache"):
         fl.OpenFlamingoAdapter.from_args(checkpoint=str(tmp_path))
     with pytest.raises(UsageError, match="config.json"):
         fl.OpenFlamingoAdapter.from_args(checkpoint=str(tmp_path), lm_path=str(tmp_path), vision_path=str(tmp_path))

@@ -198,9 +198,11 @@ def test_prompts_several_images_and_text_only_exemplars(image_dir: Path) -> None
     assert render_prompt(ask("No image here?")) == "[INST] No image here? [/INST]"
 
 
-def test_loading_errors_are_one_line(tmp_path: Path, released) -> None:
+def test_loading_errors_are_one_line(tmp_path: Path, released, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, _, _ = released
-    with pytest.raises(UsageError, match="needs --model-args checkpoint=PATH"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    # No checkpoint= means the released repo; offline and not cached, one line names it and the cache.
+    with pytest.raises(UsageError, match=r"microsoft/llava-med-v1\.5-mistral-7b is not in the cache .*empty-hub-cache"):
         LlavaMedAdapter.from_args()
     with pytest.raises(UsageError, match="does not exist"):
         LlavaMedAdapter.from_args(checkpoint=str(tmp_path / "nope"))

@@ -298,11 +298,13 @@ def test_images_zero_several_and_3d(released, image_dir: Path) -> None:
         assert not torch.equal(loaded.prefix(ask("q", a)), loaded.prefix(ask("q", b)))  # the image matters
 
 
-def test_loading_errors_are_one_line(released, tmp_path: Path) -> None:
+def test_loading_errors_are_one_line(released, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, _, _ = released
-    with pytest.raises(UsageError, match="needs --model-args checkpoint=PATH"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    # Without the keys the released repos are used; offline and not cached, one line names the repo.
+    with pytest.raises(UsageError, match="xmcmic/MedVInT-TD is not in the cache"):
         MedVInTAdapter.from_args()
-    with pytest.raises(UsageError, match="needs --model-args tokenizer_path=PATH"):
+    with pytest.raises(UsageError, match="chaoyi-wu/PMC_LLAMA_7B is not in the cache"):
         MedVInTAdapter.from_args(checkpoint=str(folder / "ckpt"))
     with pytest.raises(UsageError, match="mode="):
         MedVInTAdapter.from_args(preset="tiny-random", mode="beam")

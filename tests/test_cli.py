@@ -72,7 +72,7 @@ def test_list_tasks_and_metrics() -> None:
         (["--model", "majority", "--task", "vqa", "--dataset", "demo", "--metrics", "bleu9"], "unknown metric 'bleu9'"),
         (["--model", "retrieval", "--task", "vqa", "--dataset", "demo", "--model-args", "image_weight"], "--model-args"),
         (["--model", "majority", "--task", "vqa", "--dataset", "demo", "--shots", "-1"], "--shots"),
-        (["--model", "radfm", "--task", "rationale", "--dataset", "demo"], "--model-args checkpoint=PATH"),
+        (["--model", "radfm", "--task", "rationale", "--dataset", "demo"], "checkpoint=chaoyi-wu/RadFM"),
         (["--model", "radfm", "--task", "vqa", "--dataset", "demo", "--model-args", "checkpoint=/nonexistent/radfm"],
          "/nonexistent/radfm"),
     ],
@@ -86,6 +86,8 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, needle) -> None
     assert "Traceback" not in err
 
 
-def test_radfm_without_checkpoint_names_expected_files(tmp_path, capsys) -> None:
-    assert main(["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path)]) == 2
-    assert "pytorch_model.bin" in capsys.readouterr().err
+def test_radfm_without_checkpoint_names_its_released_repo_offline(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "chaoyi-wu/RadFM is not in the cache" in err and "empty-cache" in err and "HF_HUB_OFFLINE=1" in err

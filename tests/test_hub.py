@@ -177,6 +177,9 @@ def test_slake_from_a_hub_dataset_repo_runs_end_to_end(cache: Path, tmp_path: Pa
                      "--output", str(out), "--quiet"]) == 0
         res = json.loads((out / RESULTS).read_text())
         assert res["n_samples"] == 2 and res["failures"]["count"] == 0
+        hub_origin = res["dataset"]["hub"]  # the repo and its resolved commit, with the unpacked archive
+        assert hub_origin["repo_id"] == "BoKelvin/SLAKE" and hub_origin["commit"] == COMMIT
+        assert [a["name"] for a in hub_origin["archives"]] == ["imgs.zip"]
 
 
 def test_vqa_rad_default_repo_is_the_hub_parquet(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

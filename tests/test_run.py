@@ -222,7 +222,13 @@ def test_a_request_too_big_even_alone_stops_in_one_line_and_resumes(tmp_path: Pa
     kept = lines(out / PREDICTIONS)
     assert "out of GPU memory even alone (batch size 1); " in err and f"{len(kept)} finished predictions are kept" in err
     assert kept and all(p["error"] is None for p in kept) and big not in {p["id"] for p in kept}
-    res = run(out, model="tests.support.adapters:EchoAdapter")  # e.g. on a larger GPU: only the rest runs
+    # Another model (or other model-args) into the same directory is refused; deleting run.json adopts
+    # the kept predictions deliberately (here: the same echo weights on a larger GPU): only the rest runs.
+    assert main(["run", "--model", "tests.support.adapters:EchoAdapter", "--task", "vqa", "--dataset", "demo",
+                 "--output", str(out), "--quiet"]) == 2
+    assert "holds a run of tests.support.adapters:TightMemoryAdapter" in capsys.readouterr().err
+    (out / "run.json").unlink()
+    res = run(out, model="tests.support.adapters:EchoAdapter")
     assert res["timing"]["generated_now"] == res["n_samples"] - len(kept) and res["failures"]["count"] == 0
     assert lines(out / PREDICTIONS) == lines(echo / PREDICTIONS)
 
