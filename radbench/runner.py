@@ -495,6 +495,9 @@ def run(config: RunConfig) -> dict[str, Any] | None:
         files = distributed.RankFiles(config.output, world, attempt) if world.distributed else None
         store = PredictionStore(config.output, files.part_path() if files else None)
         store.load()
+        done = sum(store.done(k) for k in p.keys)
+        if done and world.is_main and not config.quiet:
+            print(f"radbench: resuming: {done} of {len(p.keys)} done", file=sys.stderr, flush=True)
         work = distributed.shard(list(range(len(p.samples))), world)
         generated, seconds, batching = generate(p, config, store, work, files)
         ranks = [{"rank": world.rank, "generated": generated, "seconds": round(seconds, 3), "batching": batching}]
