@@ -182,6 +182,9 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     _validate(config)
     task = load_task(config.task, config.gen_kwargs)
     adapter_cls = adapter_class(config.model)
+    refusal = adapter_cls.unsupported(config.shots, config.gen_kwargs)
+    if refusal:
+        raise UsageError(f"model {config.model!r} {refusal}")
     dataset_name = config.dataset or task.default_dataset
     dataset = registry.get("datasets", dataset_name)()
     if task.name not in dataset.tasks:
@@ -422,7 +425,9 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "task": p.task.describe(),
         "dataset": {"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
                     "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit},
-        "model": {**p.adapter.describe(), "trained_on": p.trained_on},
+        "model": {**p.adapter.describe(), "trained_on": p.trained_on,
+                  **({"ignored_gen_kwargs": ignored} if (ignored := type(p.adapter).ignored_gen_kwargs(
+                      p.requests[0].gen_kwargs)) else {})},
         "n_samples": len(p.samples),
         "seed": config.seed,
         "seeds": {"python": config.seed, "numpy": config.seed, "torch": config.seed,
