@@ -31,6 +31,37 @@ class Adapter:
     # True when from_args accepts ``device_map=auto`` and ``gpus=0,1,...`` (one replica over several
     # GPUs, from ``--model-args gpus_per_replica=K``): the released-checkpoint adapters do.
     supports_device_map: bool = False
+    # What the adapter does with the run's settings, declared so the runner refuses a setting the
+    # adapter would silently ignore instead of recording it as if it had run (docs/models.md).
+    # True when few-shot exemplar turns reach the model (its prompt format has a place for them).
+    supports_shots: bool = True
+    # The gen_kwargs keys the adapter applies (max_new_tokens among them); None when it hands every
+    # key to code radbench cannot inspect (a user callable), which then decides for itself.
+    gen_kwargs_honoured: frozenset[str] | None = None
+
+    @classmethod
+    def unsupported(cls, shots: int, gen_kwargs: dict[str, Any]) -> str | None:
+        """Why this adapter cannot run ``--shots``/``--gen-kwargs`` as asked, or ``None`` when it can.
+
+        Only what the user asked for is checked: a task's own default ``max_new_tokens`` is part of
+        the task's protocol, recorded as such, and listed in ``results.json`` under
+        ``model.ignored_gen_kwargs`` for an adapter that does not apply it.
+        """
+        if shots > 0 and not cls.supports_shots:
+            return f"ignores few-shot exemplars, so --shots {shots} would not run as recorded; use --shots 0"
+        ignored = cls.ignored_gen_kwargs(gen_kwargs)
+        if ignored:
+            honoured = ", ".join(sorted(cls.gen_kwargs_honoured or ())) or "none"
+            return (f"ignores --gen-kwargs {', '.join(ignored)} (it applies: {honoured}); "
+                    "remove them so the run records what actually ran")
+        return None
+
+    @classmethod
+    def ignored_gen_kwargs(cls, gen_kwargs: dict[str, Any]) -> list[str]:
+        """The keys of ``gen_kwargs`` this adapter does not apply."""
+        if cls.gen_kwargs_honoured is None:
+            return []
+        return sorted(k for k in gen_kwargs if k not in cls.gen_kwargs_honoured)
 
     @classmethod
     def from_args(cls, **model_args: str) -> "Adapter":

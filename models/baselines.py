@@ -33,6 +33,9 @@ class MajorityAdapter(Adapter):
     """The most frequent exemplar answer for the same question (or subset, or task)."""
 
     name = "majority"
+    # Answers from the exemplar split's statistics: no prompt, no decoding.
+    supports_shots = False
+    gen_kwargs_honoured: frozenset[str] = frozenset()
     version = "1"
     max_batch_size = 1024
 
@@ -113,6 +116,9 @@ class RetrievalAdapter(Adapter):
     """
 
     name = "retrieval"
+    # Returns a stored reference: exemplars in the prompt and decoding settings change nothing.
+    supports_shots = False
+    gen_kwargs_honoured: frozenset[str] = frozenset()
     version = "1"
     max_batch_size = 64
 

@@ -84,6 +84,11 @@ class CheckpointAdapter(Adapter):
     source: dict[str, Any]
     spec: Any
     supports_device_map = True
+    # Greedy or beam decoding (radbench.models.decoding): max_new_tokens, num_beams, length_penalty and
+    # early_stopping apply; do_sample, temperature and num_return_sequences only at their greedy values.
+    gen_kwargs_honoured: frozenset[str] = frozenset(
+        {"max_new_tokens", "num_beams", "length_penalty", "early_stopping", "do_sample", "temperature",
+         "num_return_sequences"})
     # Where :meth:`spread` put the model (``None``: all of it on ``device``); not in the
     # fingerprint, since splitting layers across GPUs does not change the arithmetic.
     placement: dict[str, Any] | None = None

@@ -375,6 +375,7 @@ class MedVInTAdapter(CheckpointAdapter):
     """MedVInT-TD behind ``generate()``; see the module docstring for what is the authors' and what not."""
 
     name = "medvint"
+    supports_shots = False  # its prompt format has no place for exemplars: their turns are dropped
     version = "1"
     Args = MedVInTArgs
 

@@ -145,6 +145,8 @@ class OpenAIAdapter(Adapter):
     """Chat completions over HTTP with bounded retries, a request budget and per-request memory."""
 
     name = "openai"
+    # max_new_tokens is sent as max_tokens (or max_completion_tokens); the rest verbatim.
+    gen_kwargs_honoured: frozenset[str] = frozenset({"max_new_tokens", *PASSTHROUGH_GEN_KWARGS})
     version = "1"
 
     def __init__(

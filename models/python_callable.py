@@ -127,6 +127,10 @@ class PythonCallableAdapter(Adapter):
 
     name = "python"
     version = "1"
+    # Exemplars reach the function in CallableInput.text and every gen_kwargs key in .gen_kwargs:
+    # what it does with them is the user's code, so nothing is refused here.
+    supports_shots = True
+    gen_kwargs_honoured = None
 
     def __init__(self, target: str, fn: Callable[[list[CallableInput]], list[str]], args: dict[str, str],
                  source_digest: str, batch_size: int = 8) -> None:

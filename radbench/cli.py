@@ -183,43 +183,23 @@ def cmd_list(kind: str) -> int:
 
 def print_results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str,
                         columns: Sequence[str] = TABLE_METRICS) -> None:
-    """One row per (model, task): each metric as value [95% CI]; rationale metrics in a second table."""
-    from rich.console import Console
-    from rich.table import Table
+    """One row per (model, task) with each metric as value [95% CI] (radbench.tables fits it to the
+    terminal); rationale metrics in a second table; one legend for both."""
+    from radbench.tables import console, print_footer, print_results
 
-    metric_ids = [m for m in columns if any(m in r[2]["metrics"] for r in rows)]
-    table = Table(title=title)
-    for col in ("model", "task", "n", "failed", *metric_ids):
-        table.add_column(col, justify="left" if col in ("model", "task") else "right")
-    for model, task, res in rows:
-        cells = []
-        for metric_id in metric_ids:
-            m = res["metrics"].get(metric_id)
-            if m is None or m["value"] is None:
-                cells.append("-")
-            else:
-                cells.append(f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-        table.add_row(model, task, str(res["n_samples"]), str(res["failures"]["count"]), *cells)
-    Console(width=max(120, 30 + 26 * len(metric_ids))).print(table)
+    out = console()
+    print_results(rows, title, columns, out, footer=False)
     rationale = [r for r in rows if any(m in r[2]["metrics"] for m in RATIONALE_TABLE_METRICS)]
     if columns is TABLE_METRICS and rationale:
-        print_results_table(rationale, f"{title}: rationale", RATIONALE_TABLE_METRICS)
+        print_results(rationale, f"{title}: rationale", RATIONALE_TABLE_METRICS, out, footer=False)
+    print_footer(out, [r[2] for r in rows])
 
 
 def print_metric_list(res: dict[str, Any], title: str) -> None:
-    """Every metric of one run, one per line: value, 95% CI and how many samples defined it."""
-    from rich.console import Console
-    from rich.table import Table
+    """Every metric of one run, one per line, then the legend and any warning."""
+    from radbench.tables import print_metric_list as render
 
-    table = Table(title=f"{title} (n={res['n_samples']}, failed={res['failures']['count']})")
-    for col in ("metric", "value", "95% CI", "n"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for metric_id, m in res["metrics"].items():
-        defined = m["value"] is not None
-        table.add_row(metric_id, f"{m['value']:.4f}" if defined else "-",
-                      f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]" if defined and m["ci_low"] is not None else "-",
-                      str(m["n"]))
-    Console().print(table)
+    render(res, title)
 
 
 def metric_settings(text: str | None) -> dict[str, dict[str, str]]:

@@ -32,6 +32,7 @@ from radbench.stats import (
     classify,
     cluster_draws,
     draw_weights,
+    few_clusters_warning,
     holm,
     percentile_ci,
 )
@@ -54,6 +55,13 @@ class MetricDiff:
     p_adjusted: float | None
     n: int
     status: str
+    # The interval the verdict uses: the percentile interval at the level the Holm step applies to
+    # this metric (1 - alpha * p / p_adjusted), so it excludes 0 exactly when p_adjusted < alpha.
+    # ``ci_low``/``ci_high`` above are the unadjusted (per-metric) interval.
+    adjusted_ci_low: float | None = None
+    adjusted_ci_high: float | None = None
+    adjusted_level: float | None = None
+    lower_is_better: bool = False
 
 
 @dataclass
@@ -121,7 +129,58 @@ def paired_bootstrap(
         # Classify the change in the metric's good direction: a rise of an error rate is a regression.
         towards_better = m.diff if m.diff is None or metric.higher_is_better(m.metric) else -m.diff
         m.p_adjusted, m.status = p_adjusted, classify(towards_better, p_adjusted, level, min_effect)
+        m.lower_is_better = not metric.higher_is_better(m.metric)
+    for k, m in enumerate(out):
+        if m.p_value is not None and m.p_adjusted:
+            m.adjusted_level = 1 - (1 - level) * m.p_value / m.p_adjusted
+            m.adjusted_ci_low, m.adjusted_ci_high = _holm_interval(boot[k], m.p_value / m.p_adjusted, 1 - level)
     return out
+
+
+def _holm_interval(samples: np.ndarray, scale: float, alpha: float) -> tuple[float | None, float | None]:
+    """The order-statistic interval that excludes 0 exactly when the Holm-adjusted p is below ``alpha``.
+
+    ``bootstrap_p_value`` is ``2 (t + 1) / (N + 1)`` with ``t`` the resamples on the far side of 0,
+    and the adjusted p is that divided by ``scale`` (<= 1). So the verdict is significant exactly
+    when ``t <= j`` for the largest whole ``j < alpha * scale * (N + 1) / 2 - 1``, which is when
+    ``[s_j, s_(N-1-j)]`` of the sorted resamples excludes 0: the printed interval and the verdict
+    cannot disagree, whatever the number of resamples. ``None`` when ``j < 0`` (too few
+    resamples for an interval this wide; nothing can be significant then).
+    """
+    finite = np.sort(samples[np.isfinite(samples)])
+    bound = alpha * scale * (finite.size + 1) / 2 - 1
+    j = math.ceil(bound) - 1
+    if finite.size == 0 or j < 0 or j >= finite.size - 1 - j:
+        return None, None
+    return float(finite[j]), float(finite[finite.size - 1 - j])
+
+
+def disagreements(c: "Comparison") -> list[str]:
+    """Notes for every metric whose intervals could be read against its verdict.
+
+    The verdict is decided by the Holm-adjusted p-value. An unadjusted interval that excludes 0
+    beside "no significant change" is explained; an adjusted interval that disagrees with the
+    verdict cannot occur (see :func:`_holm_interval`); one that cannot be formed is named.
+    """
+    notes = []
+    alpha = 1 - c.level
+    for m in c.metrics:
+        if m.p_adjusted is None or m.ci_low is None:
+            continue
+        significant = m.p_adjusted < alpha
+        if _excludes_zero(m.ci_low, m.ci_high) and not significant:
+            notes.append(f"{m.metric}: the unadjusted {c.level:.0%} CI [{fmt_value(m.ci_low, True)}, "
+                         f"{fmt_value(m.ci_high, True)}] excludes 0, but adjusted for the {len(c.metrics)} metrics "
+                         f"compared together (Holm) p={fmt_p(m.p_adjusted)}: not significant; compare it alone "
+                         "(--metrics) to test it at full power")
+        if m.adjusted_ci_low is None and m.diff is not None:
+            notes.append(f"{m.metric}: {c.iterations} resamples are too few for a Holm-adjusted interval over "
+                         f"{len(c.metrics)} metrics (raise --iterations); nothing can be significant at this resolution")
+    return notes
+
+
+def _excludes_zero(low: float | None, high: float | None) -> bool:
+    return low is not None and high is not None and (low > 0 or high < 0)
 
 
 def _select_metrics(base: RunData, new: RunData, wanted: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -193,6 +252,8 @@ def compare(
         return out
     out.shared, out.clusters = len(b), len(set(clusters))
     out.metrics = paired_bootstrap(b, n, metric_ids, clusters, iterations, seed, level, min_effect)
+    few = few_clusters_warning(out.clusters, "paired")
+    out.notes += ([f"warning: {few}"] if few else []) + disagreements(out)
     return out
 
 
@@ -209,6 +270,21 @@ VERDICT = {
     "not_significant": "no significant change",
     "undefined": "undefined",
 }
+# For a lower-is-better metric the arrow still shows which way the number moved: a rising error
+# rate is "▲ regression", a falling one "▼ improvement".
+VERDICT_LOWER = {**VERDICT, "regression": "▲ regression", "improvement": "▼ improvement"}
+
+
+def verdict(m: MetricDiff) -> str:
+    return (VERDICT_LOWER if m.lower_is_better else VERDICT)[m.status]
+
+
+def metric_label(m: MetricDiff) -> str:
+    return f"{m.metric} ↓" if m.lower_is_better else m.metric
+
+
+def interval(low: float | None, high: float | None) -> str:
+    return f"[{fmt_value(low, True)}, {fmt_value(high, True)}]"
 
 
 def fmt_value(value: float | None, signed: bool = False) -> str:
@@ -257,16 +333,19 @@ def to_markdown(c: Comparison) -> str:
             f"{md_escape(r['dataset']['name'])}{demo}, manifest `{r['dataset']['manifest_hash'][:12]}`",
             f"- Paired bootstrap over {c.shared} shared samples in {c.clusters} clusters, "
             f"{c.iterations} resamples, seed {c.seed}; regression = a drop larger than {c.min_effect:g} with "
-            f"Holm-adjusted p < {1 - c.level:.2f} over the {len(c.metrics)} metrics compared",
+            f"Holm-adjusted p < {1 - c.level:.2f} over the {len(c.metrics)} metrics compared; the verdict's "
+            "interval is Holm-adjusted too (it excludes 0 exactly when the verdict is significant); ↓ = lower is "
+            "better, and the verdict follows each metric's direction",
             "",
-            f"| metric | base | new | Δ new − base | {c.level:.0%} CI of Δ | p | p (Holm) | verdict |",
-            "|---|---:|---:|---:|---|---:|---:|---|",
+            "| metric | base | new | Δ new − base | CI of Δ (Holm-adjusted) | p (Holm) | verdict | "
+            f"unadjusted {c.level:.0%} CI | unadjusted p |",
+            "|---|---:|---:|---:|---|---:|---|---|---:|",
         ]
         for m in c.metrics:
             lines.append(
-                f"| {md_escape(m.metric)} | {fmt_value(m.base)} | {fmt_value(m.new)} | {fmt_value(m.diff, True)} | "
-                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}] | {fmt_p(m.p_value)} | "
-                f"{fmt_p(m.p_adjusted)} | {VERDICT[m.status]} |"
+                f"| {md_escape(metric_label(m))} | {fmt_value(m.base)} | {fmt_value(m.new)} | "
+                f"{fmt_value(m.diff, True)} | {interval(m.adjusted_ci_low, m.adjusted_ci_high)} | "
+                f"{fmt_p(m.p_adjusted)} | {verdict(m)} | {interval(m.ci_low, m.ci_high)} | {fmt_p(m.p_value)} |"
             )
     if c.notes:
         lines += ["", "Notes:"] + [f"- {md_escape(n)}" for n in c.notes]
@@ -301,13 +380,37 @@ def write_json(path: Path, c: Comparison) -> None:
     atomic_write_json(path, data)
 
 
+def _long_table(c: Comparison) -> Any:
+    """The same facts for a narrow terminal: one block of rows per metric, one quantity per row."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{c.new.directory} vs {c.base.directory} ({c.shared} paired samples, {c.clusters} clusters)")
+    for col in ("metric", "", "value"):
+        table.add_column(col, overflow="fold")
+    styles = {"regression": "bold red", "improvement": "green"}
+    for m in c.metrics:
+        rows = [("base → new", f"{fmt_value(m.base)} → {fmt_value(m.new)}"),
+                ("Δ [CI, Holm-adj.]", f"{fmt_value(m.diff, True)} {interval(m.adjusted_ci_low, m.adjusted_ci_high)}"),
+                ("p (Holm)", fmt_p(m.p_adjusted)),
+                ("verdict", Text(verdict(m), style=styles.get(m.status, ""))),
+                (f"unadj. {c.level:.0%} CI, p", f"{interval(m.ci_low, m.ci_high)}, {fmt_p(m.p_value)}")]
+        for i, (what, value) in enumerate(rows):
+            table.add_row(metric_label(m) if i == 0 else "", what, value)
+        table.add_section()
+    return table
+
+
 def print_table(c: Comparison) -> None:
     """The terminal view: the same facts as the markdown, as a rich table."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False, width=max(Console().width, 110))
+    from radbench.tables import console as make_console
+    from radbench.tables import fits
+
+    console = make_console()
     if c.incomparable:
         console.print(Text("radbench compare: the runs are not comparable", style="bold red"))
         for d in c.incomparable:
@@ -315,15 +418,21 @@ def print_table(c: Comparison) -> None:
     else:
         table = Table(title=f"{c.new.directory} vs {c.base.directory} "
                             f"({c.shared} paired samples, {c.clusters} clusters)")
-        for col in ("metric", "base", "new", "Δ", f"{c.level:.0%} CI of Δ", "p", "p (Holm)", "verdict"):
-            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+        columns = ("metric", "base", "new", "Δ", "CI of Δ (Holm-adj.)", "p (Holm)", "verdict",
+                   f"unadj. {c.level:.0%} CI", "unadj. p")
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right",
+                             overflow="fold")
         styles = {"regression": "bold red", "improvement": "green"}
         for m in c.metrics:
             table.add_row(
-                Text(m.metric), fmt_value(m.base), fmt_value(m.new), fmt_value(m.diff, True),
-                f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}]", fmt_p(m.p_value), fmt_p(m.p_adjusted),
-                Text(VERDICT[m.status], style=styles.get(m.status, "")),
+                Text(metric_label(m)), fmt_value(m.base), fmt_value(m.new), fmt_value(m.diff, True),
+                interval(m.adjusted_ci_low, m.adjusted_ci_high), fmt_p(m.p_adjusted),
+                Text(verdict(m), style=styles.get(m.status, "")),
+                interval(m.ci_low, m.ci_high), fmt_p(m.p_value),
             )
-        console.print(table)
+        console.print(table if fits(console, table) else _long_table(c))
+        console.print(Text(f"the verdict uses the Holm-adjusted p over the {len(c.metrics)} metrics compared and "
+                           "its interval; unadj. = this metric alone; ↓ = lower is better", style="dim"))
     for note in c.notes:
         console.print(Text(f"note: {note}", style="dim"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from radbench.errors import UsageError
+from radbench.suggest import did_you_mean
 
 KINDS = ("models", "tasks", "datasets", "metrics")
 
@@ -188,7 +189,8 @@ def get(kind: str, name: str) -> Any:
     if ":" in name:
         return load_target(name, f"{kind[:-1]} {name!r}")
     singular = kind[:-1]
-    raise UsageError(f"unknown {singular} {name!r}; available: {', '.join(names(kind))}")
+    known = names(kind)
+    raise UsageError(f"unknown {singular} {name!r}; available: {', '.join(known)}{did_you_mean(name, known)}")
 
 
 def metric_group(metric_id: str) -> str:
@@ -197,4 +199,5 @@ def metric_group(metric_id: str) -> str:
         return METRIC_IDS[metric_id]
     if metric_id in entries("metrics"):
         return metric_id
-    raise UsageError(f"unknown metric {metric_id!r}; available: {', '.join(names('metrics'))}")
+    known = names("metrics")
+    raise UsageError(f"unknown metric {metric_id!r}; available: {', '.join(known)}{did_you_mean(metric_id, known)}")

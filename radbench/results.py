@@ -74,6 +74,7 @@ def build(report: ScoreReport, provenance: dict[str, Any], failures: dict[str, A
         "subsets": report.subsets,
         "metric_configs": report.configs,
         "bootstrap": report.bootstrap,
+        "warnings": report.warnings,
         "failures": failures,
         "timing": timing,
         "environment": environment(),

@@ -183,6 +183,9 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     _validate(config)
     task = load_task(config.task, config.gen_kwargs)
     adapter_cls = adapter_class(config.model)
+    refusal = adapter_cls.unsupported(config.shots, config.gen_kwargs)
+    if refusal:
+        raise UsageError(f"model {config.model!r} {refusal}")
     dataset_name = config.dataset or task.default_dataset
     dataset = registry.get("datasets", dataset_name)()
     if task.name not in dataset.tasks:
@@ -424,7 +427,9 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "dataset": {"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
                     "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit,
                     **identity.dataset_hub(p.dataset, p.options)},
-        "model": {**p.adapter.describe(), "trained_on": p.trained_on},
+        "model": {**p.adapter.describe(), "trained_on": p.trained_on,
+                  **({"ignored_gen_kwargs": ignored} if (ignored := type(p.adapter).ignored_gen_kwargs(
+                      p.requests[0].gen_kwargs)) else {})},
         "n_samples": len(p.samples),
         "seed": config.seed,
         "seeds": {"python": config.seed, "numpy": config.seed, "torch": config.seed,
@@ -499,6 +504,9 @@ def run(config: RunConfig) -> dict[str, Any] | None:
         files = distributed.RankFiles(config.output, world, attempt) if world.distributed else None
         store = PredictionStore(config.output, files.part_path() if files else None)
         store.load()
+        done = sum(store.done(k) for k in p.keys)
+        if done and world.is_main and not config.quiet:
+            print(f"radbench: resuming: {done} of {len(p.keys)} done", file=sys.stderr, flush=True)
         work = distributed.shard(list(range(len(p.samples))), world)
         generated, seconds, batching = generate(p, config, store, work, files)
         ranks = [{"rank": world.rank, "generated": generated, "seconds": round(seconds, 3), "batching": batching}]

@@ -17,7 +17,14 @@ from radbench import registry
 from radbench.errors import UsageError
 from radbench.metrics.base import Metric, ScoreInput
 from radbench.options import MetricSettings
-from radbench.stats import DEFAULT_ITERATIONS, DEFAULT_LEVEL, apply_draws, cluster_draws, percentile_ci
+from radbench.stats import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_LEVEL,
+    apply_draws,
+    cluster_draws,
+    few_clusters_warning,
+    percentile_ci,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class ScoreReport:
     subsets: dict[str, dict[str, dict[str, Any]]]
     configs: dict[str, dict[str, Any]]
     bootstrap: dict[str, Any] = field(default_factory=dict)
+    # One line per interval that rests on too few clusters (results.json "warnings", the console).
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_metrics(metric_ids: Sequence[str], settings: MetricSettings | None = None) -> dict[str, Metric]:
@@ -131,9 +140,13 @@ def score(
     configs = {group: {"ids": list(m.ids), **m.config(), "lower_is_better": list(m.lower_is_better)}
                for group, m in groups.items()}
     cluster_unit = "sample" if len(set(clusters)) == len(clusters) else "patient/study"
+    scored_clusters = [clusters[i] for i in scorable]
     bootstrap = {"iterations": iterations, "level": DEFAULT_LEVEL, "seed": seed, "cluster": cluster_unit,
-                 "method": "percentile"}
-    return ScoreReport(records, metrics, subsets, configs, bootstrap)
+                 "method": "percentile", "clusters": len(set(scored_clusters))}
+    warnings = [few_clusters_warning(len(set(scored_clusters)), cluster_unit)]
+    warnings += [few_clusters_warning(len({clusters[i] for i in scorable if samples[i].subset == name}), cluster_unit,
+                                      f"subset {name!r}") for name in subsets]
+    return ScoreReport(records, metrics, subsets, configs, bootstrap, [w for w in warnings if w])
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -128,3 +128,18 @@ def classify(diff: float | None, p_value: float | None, level: float, min_effect
     if diff > min_effect:
         return "improvement"
     return "within_tolerance"
+
+
+# Below this many clusters a percentile bootstrap interval is too narrow to trust: it can only
+# recombine the few clusters there are, and with one cluster every resample is the full set.
+MIN_CLUSTERS = 10
+
+
+def few_clusters_warning(n_clusters: int, unit: str, where: str = "") -> str | None:
+    """A warning when an interval rests on fewer than :data:`MIN_CLUSTERS` clusters, else ``None``."""
+    if n_clusters >= MIN_CLUSTERS or n_clusters == 0:
+        return None
+    prefix = f"{where}: " if where else ""
+    collapse = " (one cluster: every resample is the whole set, so the interval is a point)" if n_clusters == 1 else ""
+    return (f"{prefix}95% CIs rest on {n_clusters} {unit} cluster{'s' if n_clusters != 1 else ''}, fewer than "
+            f"{MIN_CLUSTERS}: the bootstrap interval understates the uncertainty{collapse}")

@@ -20,12 +20,12 @@ from typing import Any, Sequence
 from radbench import __version__, compare
 from radbench.errors import UsageError
 from radbench.options import parse_kv
+from radbench.results import load_results
 from radbench import schemas
 from radbench.runner import RunConfig, run
 from radbench.store import RESULTS, atomic_write_json
 
 TREND = "sweep.json"
-MARK = {"regression": "▼", "improvement": "▲", "within_tolerance": "≈"}
 
 
 @dataclass(frozen=True)
@@ -160,30 +160,7 @@ def sweep(
 
 
 def print_trend(trend: dict[str, Any]) -> None:
-    """One row per checkpoint: each metric as value [CI], and the change against the baseline."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    """One row per checkpoint and metric (value [CI], change against the baseline), then the legend."""
+    from radbench.tables import print_sweep
 
-    table = Table(title=f"radbench sweep: {trend['model']} on {trend['task']['name']} "
-                        f"({trend['dataset']['name']}); changes vs {trend['baseline']}")
-    table.add_column("checkpoint")
-    table.add_column("step", justify="right")
-    for metric_id in trend["metrics"]:
-        table.add_column(metric_id, justify="right")
-    styles = {"regression": "bold red", "improvement": "green"}
-    for row in trend["checkpoints"]:
-        cells = []
-        for metric_id in trend["metrics"]:
-            m = row["metrics"][metric_id]
-            low, high = compare.fmt_value(m["ci_low"]), compare.fmt_value(m["ci_high"])
-            text = Text(f"{compare.fmt_value(m['value'])} [{low}, {high}]")
-            if m["status"] == "baseline":
-                text.append("\nbaseline", style="dim")
-            elif m["diff"] is not None:
-                mark = MARK.get(m["status"], " ")
-                text.append(f"\n{mark} {compare.fmt_value(m['diff'], True)} p={compare.fmt_p(m['p_adjusted'])}",
-                            style=styles.get(m["status"], "dim"))
-            cells.append(text)
-        table.add_row(Text(row["name"]), "" if row["step"] is None else str(row["step"]), *cells)
-    Console(width=max(120, 24 + 26 * len(trend["metrics"]))).print(table)
+    print_sweep(trend, [load_results(Path(row["run"])).results for row in trend["checkpoints"]])

@@ -91,3 +91,25 @@ def test_radfm_without_checkpoint_names_its_released_repo_offline(tmp_path, caps
     assert main(["run", "--model", "radfm", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "chaoyi-wu/RadFM is not in the cache" in err and "empty-cache" in err and "HF_HUB_OFFLINE=1" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--model", "majorty", "--task", "vqa"], "did you mean 'majority'?"),
+        (["--model", "majority", "--task", "vqaa"], "did you mean 'vqa'?"),
+        (["--model", "majority", "--task", "vqa", "--dataset", "vqa_rad"], "did you mean 'vqa-rad'"),
+        (["--model", "majority", "--task", "vqa", "--dataset", "demo", "--metrics", "acuracy"],
+         "did you mean 'accuracy'"),
+        (["--model", "majority", "--task", "VQA"], "did you mean 'vqa'?"),
+    ],
+)
+def test_unknown_names_suggest_the_closest_in_one_line(tmp_path, capsys, args, suggestion) -> None:
+    code = main(["run", *args, "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and suggestion in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_name_far_from_every_known_one_gets_no_suggestion(tmp_path, capsys) -> None:
+    assert main(["run", "--model", "zzzzzz", "--task", "vqa", "--output", str(tmp_path / "out")]) == 2
+    assert "did you mean" not in capsys.readouterr().err

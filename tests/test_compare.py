@@ -185,3 +185,79 @@ def test_p_value_inverts_the_interval() -> None:
     shifted = np.linspace(-1, 1, 1001) + 0.97  # 2.0% of resamples at or below zero
     assert stats.bootstrap_p_value(shifted) < 0.05 < stats.bootstrap_p_value(shifted - 0.02)
 
+
+
+def test_verdict_interval_is_holm_adjusted_and_never_disagrees(runs: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    base, new = compare.load_run(runs["majority-report"]), compare.load_run(runs["retrieval-report"])
+    result = compare.compare(base, new)
+    assert len(result.metrics) > 5
+    for m in result.metrics:
+        excludes = m.adjusted_ci_low is not None and (m.adjusted_ci_low > 0 or m.adjusted_ci_high < 0)
+        assert excludes == (m.p_adjusted < 0.05), m
+        # The adjusted interval is at least as wide as the unadjusted one.
+        assert m.adjusted_ci_low <= m.ci_low + 1e-12 and m.adjusted_ci_high >= m.ci_high - 1e-12
+    monkeypatch.setenv("COLUMNS", "200")
+    compare.print_table(result)
+    out = capsys.readouterr().out
+    assert "CI of Δ (Holm-adj.)" in out and "unadj. 95% CI" in out and "unadj. p" in out
+    md = compare.to_markdown(result)
+    assert "CI of Δ (Holm-adjusted)" in md and "unadjusted 95% CI" in md
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_holm_interval_matches_the_adjusted_p_value(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    samples = rng.normal(rng.uniform(-0.3, 0.3), 0.1, size=int(rng.integers(100, 2000)))
+    p = stats.bootstrap_p_value(samples)
+    for family in (1, 2, 5, 8):
+        p_adjusted = min(1.0, family * p)
+        low, high = compare._holm_interval(samples, p / p_adjusted, 0.05)
+        excludes = low is not None and (low > 0 or high < 0)
+        assert excludes == (p_adjusted < 0.05), (family, p, low, high)
+
+
+def test_an_unadjusted_interval_that_excludes_zero_beside_no_change_is_explained(runs: dict[str, Path]) -> None:
+    result = compare.compare_paths(runs["majority-report"], runs["retrieval-report"])
+    explained = {n.split(":")[0] for n in result.notes if "excludes 0, but adjusted" in n}
+    expected = {m.metric for m in result.metrics
+                if (m.ci_low > 0 or m.ci_high < 0) and m.p_adjusted >= 0.05}
+    assert explained == expected
+
+
+def test_a_rising_error_rate_is_a_regression_not_an_improvement(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 60
+    base = [{"id": str(i), "parse_failure_rate": 0.0, "accuracy": 1.0} for i in range(n)]
+    new = [{"id": str(i), "parse_failure_rate": float(i % 2), "accuracy": 1.0 - (i % 2)} for i in range(n)]
+    diffs = {m.metric: m for m in compare.paired_bootstrap(base, new, ["parse_failure_rate", "accuracy"],
+                                                            [str(i) for i in range(n)])}
+    rate = diffs["parse_failure_rate"]
+    assert rate.diff == pytest.approx(0.5) and rate.status == "regression" and rate.lower_is_better
+    assert compare.verdict(rate) == "▲ regression" and compare.metric_label(rate) == "parse_failure_rate ↓"
+    assert diffs["accuracy"].status == "regression" and compare.verdict(diffs["accuracy"]) == "▼ regression"
+    back = {m.metric: m for m in compare.paired_bootstrap(new, base, ["parse_failure_rate"], [str(i) for i in range(n)])}
+    assert back["parse_failure_rate"].status == "improvement"
+    assert compare.verdict(back["parse_failure_rate"]) == "▼ improvement"
+
+
+def test_few_clusters_are_noted_and_narrow_terminal_gets_one_block_per_metric(
+        runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def one_patient(path: Path) -> Path:
+        out = tmp_path / path.name
+        shutil.copytree(path, out)
+        records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+        (out / "scores.jsonl").write_text("".join(json.dumps({**r, "cluster": "p1"}) + "\n" for r in records))
+        return out
+
+    result = compare.compare_paths(one_patient(runs["majority-diagnosis"]), one_patient(runs["retrieval-diagnosis"]))
+    assert result.clusters == 1
+    assert any(n.startswith("warning: 95% CIs rest on 1 paired cluster") for n in result.notes)
+    monkeypatch.setenv("COLUMNS", "80")
+    compare.print_table(compare.compare_paths(runs["majority-report"], runs["retrieval-report"]))
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "Δ [CI, Holm-adj.]" in out and "unadj. 95% CI, p" in out
+    assert not any("…" in line for line in out.splitlines() if "│" in line)  # no number is cut

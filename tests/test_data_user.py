@@ -57,7 +57,7 @@ def test_folder_dataset_reads_config_rows_and_bad_lines(tmp_path: Path) -> None:
 def test_folder_dataset_runs_with_its_metrics_and_few_shot(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "set", CONFIG)
     out = tmp_path / "run"
-    code = main(["run", "--model", "retrieval", "--task", "diagnosis", "--dataset", str(folder), "--shots", "1",
+    code = main(["run", "--model", "retrieval", "--task", "diagnosis", "--dataset", str(folder),
                  "--output", str(out), "--quiet"])
     assert code == 0
     res = json.loads((out / RESULTS).read_text())
@@ -65,7 +65,14 @@ def test_folder_dataset_runs_with_its_metrics_and_few_shot(tmp_path: Path) -> No
     assert res["failures"]["count"] == 2 and set(res["failures"]["samples"]) == {"my-cxr-c", "my-cxr-test-00004"}
     preds = [json.loads(line) for line in (out / PREDICTIONS).read_text().splitlines()]
     ok = next(p for p in preds if p["id"] == "my-cxr-a")
-    assert "Question: Is the heart enlarged? Options: yes, no." in ok["prompt"] and len(ok["exemplar_ids"]) == 1
+    assert "Question: Is the heart enlarged? Options: yes, no." in ok["prompt"]
+    # Few-shot from the folder's train split, with a model whose prompt takes exemplars (the
+    # baselines refuse --shots: they ignore exemplars).
+    shots = tmp_path / "shots"
+    assert main(["run", "--model", "tests.support.adapters:EchoAdapter", "--task", "diagnosis", "--dataset", str(folder),
+                 "--shots", "1", "--output", str(shots), "--quiet"]) == 0
+    preds = [json.loads(line) for line in (shots / PREDICTIONS).read_text().splitlines()]
+    assert len(next(p for p in preds if p["id"] == "my-cxr-a")["exemplar_ids"]) == 1
 
 
 @pytest.mark.parametrize(("config", "needle"), [

@@ -55,3 +55,25 @@ def test_cache_root_follows_radbench_cache(monkeypatch: pytest.MonkeyPatch, tmp_
     assert cache_root() == tmp_path
     monkeypatch.delenv("RADBENCH_CACHE")
     assert cache_root() == Path.home() / ".cache" / "radbench"
+
+
+def test_the_multi_gpu_example_in_docs_models_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented ``gpus=0,1`` command line parses into GPUs 0 and 1 (no CUDA needed)."""
+    import shlex
+
+    import torch
+
+    from radbench.cli import build_parser
+    from radbench.models.placement import parse_placement
+    from radbench.models.radfm import RadFMAdapter
+
+    docs = (Path(__file__).parent.parent / "docs" / "models.md").read_text(encoding="utf-8")
+    block = next(b for b in docs.split("```") if "gpus=0,1" in b and b.strip().startswith("radbench run"))
+    argv = shlex.split(block.replace("\\\n", " "))
+    args = build_parser().parse_args(argv[1:])
+    model_args = parse_kv(args.model_args, "--model-args")
+    assert model_args["gpus"] == "0,1" and model_args["device_map"] == "auto"
+    parsed = RadFMAdapter.Args.parse("radfm", model_args)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert parse_placement("radfm", parsed.placement()) == [torch.device("cuda", 0), torch.device("cuda", 1)]

@@ -148,7 +148,7 @@ def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path: Path, caps
 
 @pytest.mark.parametrize("task", ["vqa", "report", "rationale", "diagnosis"])
 def test_every_demo_task_runs_few_shot(tmp_path: Path, task: str) -> None:
-    res = run(tmp_path, "--shots", "2", "--limit", "5", task=task)
+    res = run(tmp_path, "--shots", "2", "--limit", "5", task=task, model="tests.support.adapters:EchoAdapter")
     preds = lines(tmp_path / PREDICTIONS)
     assert res["shots"] == 2 and all(len(p["exemplar_ids"]) == 2 for p in preds)
     assert all(not set(p["exemplar_ids"]) & {p["id"]} for p in preds)

@@ -49,3 +49,27 @@ def test_cluster_draws_take_whole_clusters() -> None:
 def test_same_seed_same_interval() -> None:
     items = _scored([True, False, True, True, False, True, False, True])
     assert score(items, ["accuracy"], seed=5).metrics == score(items, ["accuracy"], seed=5).metrics
+
+
+def test_few_clusters_are_warned_about_in_the_results() -> None:
+    from radbench.stats import MIN_CLUSTERS
+
+    values = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0] * 3
+    one = score(_scored(values, ["p1"] * len(values)), ["accuracy"], seed=0)
+    assert one.metrics["accuracy"]["ci_low"] == one.metrics["accuracy"]["ci_high"]  # collapsed to a point...
+    assert len(one.warnings) == 1 and "1 patient/study cluster" in one.warnings[0]  # ...and said so
+    assert "interval is a point" in one.warnings[0] and one.bootstrap["clusters"] == 1
+    few = score(_scored(values, [f"p{i % 4}" for i in range(len(values))]), ["accuracy"], seed=0)
+    assert len(few.warnings) == 1 and "4 patient/study clusters" in few.warnings[0]
+    enough = score(_scored(values, [f"p{i % MIN_CLUSTERS}" for i in range(len(values))]), ["accuracy"], seed=0)
+    assert enough.warnings == [] and enough.bootstrap["clusters"] == MIN_CLUSTERS
+
+
+def test_few_clusters_in_a_subset_are_warned_about_by_name() -> None:
+    from dataclasses import replace
+
+    scored = [replace(s, subset="big" if i < 20 else "small")
+              for i, s in enumerate(_scored([1.0, 0.0] * 12, [f"p{i}" for i in range(24)]))]
+    report = score(scored, ["accuracy"], seed=0)
+    assert report.warnings == [w for w in report.warnings if w.startswith("subset 'small': 95% CIs rest on 4")]
+    assert len(report.warnings) == 1

@@ -13,7 +13,7 @@ from radbench.cli import main
 from radbench.errors import UsageError
 from radbench import schemas
 from radbench.models.base import Adapter
-from radbench.sweep import find_checkpoints
+from radbench.sweep import find_checkpoints, print_trend
 from radbench.types import Request, stable_hash
 
 
@@ -66,7 +66,9 @@ def test_find_checkpoints_orders_by_step_and_names_by_relative_path(checkpoints:
 
 
 def test_sweep_runs_each_checkpoint_and_marks_changes(checkpoints: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "sweep"
     args = ["sweep", "--model", MODEL, "--task", "diagnosis", "--dataset", "demo", "--quiet",
             "--checkpoints", str(checkpoints / "step-*" / "weights.txt"), "--output", str(out)]
@@ -86,6 +88,18 @@ def test_sweep_runs_each_checkpoint_and_marks_changes(checkpoints: Path, tmp_pat
         assert (Path(row["run"]) / "results.json").is_file()
     table = capsys.readouterr().out
     assert "step-200/weights.txt" in table and "▼" in table
+    # Long format: one row per checkpoint and metric, whatever the number of metrics.
+    lines = table.splitlines()
+    header = next(line for line in lines if "checkpoint" in line)
+    assert all(col in header for col in ("metric", "value [95% CI]", "Δ (p Holm)", "verdict"))
+    regression = next(line for line in lines if "step-200" in line)
+    assert "accuracy" in regression and "regression" in regression
+    assert sum(line.count("accuracy") for line in lines if "│" in line) == len(trend["checkpoints"])
+    assert any(line.startswith("value [95% CI] =") for line in lines)
+    monkeypatch.setenv("COLUMNS", "80")
+    print_trend(trend)
+    narrow = capsys.readouterr().out
+    assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow
 
     # Resume: nothing is generated again, and a new checkpoint is picked up.
     (checkpoints / "step-1500").mkdir()
