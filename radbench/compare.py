@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from radbench import registry, results, scoring
+from radbench import labels, registry, results, scoring
 from radbench.errors import UsageError
 from radbench import schemas
 from radbench.results import RunData, context_differences, load_run, protocol_differences, short
@@ -69,6 +69,9 @@ class Comparison:
     seed: int = 0
     level: float = DEFAULT_LEVEL
     min_effect: float = 0.0
+    # How tables show each compared metric ("UMLS P · HPO index"), and the sources behind them in one line.
+    labels: dict[str, str] = field(default_factory=dict)
+    sources: str = ""
 
     @property
     def regressions(self) -> list[MetricDiff]:
@@ -184,6 +187,8 @@ def compare(
     out.notes += context_differences(base.results, new.results)
     if out.incomparable:
         return out
+    configs = base.results["metric_configs"]
+    out.labels, out.sources = labels.metric_labels(metric_ids, configs), labels.describe_sources(configs, groups)
     if not metric_ids:
         raise UsageError("the runs share no metric; nothing to compare")
     b, n, clusters, notes = _aligned(base, new, metric_ids)
@@ -258,13 +263,14 @@ def to_markdown(c: Comparison) -> str:
             f"- Paired bootstrap over {c.shared} shared samples in {c.clusters} clusters, "
             f"{c.iterations} resamples, seed {c.seed}; regression = a drop larger than {c.min_effect:g} with "
             f"Holm-adjusted p < {1 - c.level:.2f} over the {len(c.metrics)} metrics compared",
+            *([f"- Scored with {md_escape(c.sources)}"] if c.sources else []),
             "",
             f"| metric | base | new | Δ new − base | {c.level:.0%} CI of Δ | p | p (Holm) | verdict |",
             "|---|---:|---:|---:|---|---:|---:|---|",
         ]
         for m in c.metrics:
             lines.append(
-                f"| {md_escape(m.metric)} | {fmt_value(m.base)} | {fmt_value(m.new)} | {fmt_value(m.diff, True)} | "
+                f"| {md_escape(c.labels.get(m.metric, m.metric))} | {fmt_value(m.base)} | {fmt_value(m.new)} | {fmt_value(m.diff, True)} | "
                 f"[{fmt_value(m.ci_low, True)}, {fmt_value(m.ci_high, True)}] | {fmt_p(m.p_value)} | "
                 f"{fmt_p(m.p_adjusted)} | {VERDICT[m.status]} |"
             )
@@ -292,6 +298,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "min_effect": c.min_effect,
         "regression": bool(c.regressions),
         "metrics": [asdict(m) for m in c.metrics],
+        "metric_labels": c.labels,
     }
 
 
@@ -325,5 +332,7 @@ def print_table(c: Comparison) -> None:
                 Text(VERDICT[m.status], style=styles.get(m.status, "")),
             )
         console.print(table)
+        if c.sources:
+            console.print(Text(f"scored with {c.sources}", style="dim"))
     for note in c.notes:
         console.print(Text(f"note: {note}", style="dim"))

@@ -222,9 +222,13 @@ def test_html_leads_with_the_primary_metric_and_splits_the_rest_into_panels(demo
         section = sections[group["task"]["name"]]
         tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", section)
         assert len(tables) == max(len(chosen), 1)
+        primary = group["primary_metric"]
+        # A concept metric's head names its source on a second line (rationale: "diagnosis_hit" + "HPO index").
+        source = group["metric_labels"][primary].partition(" · ")[2]
+        assert (source == "HPO index") == (group["task"]["name"] in ("rationale", "report"))
         for head in tables:  # rank, model, n, then the primary metric in every panel
             labels = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<button[^>]*>(.*?)</button>", head)]
-            assert labels[:4] == ["#", "model", "n", group["primary_metric"]]
+            assert labels[:4] == ["#", "model", "n", primary + source]
         assert section.count('type="radio"') == (len(chosen) if len(chosen) > 1 else 0)
     rationale = html.panels(next(g for g in board["groups"] if g["task"]["name"] == "rationale"))
     assert rationale[0][0].startswith("rationale") and "feature_recall" in rationale[0][1]
