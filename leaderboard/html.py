@@ -49,6 +49,7 @@ table.board th, table.board td { border-bottom: 1px solid var(--line); padding: 
   vertical-align: top; }
 table.board td { white-space: nowrap; }
 table.board th { font-weight: 600; vertical-align: bottom; }
+table.board th small { display: block; font-weight: normal; }
 table.board th.text, table.board td.text { text-align: left; white-space: normal; }
 table.board th.primary, table.board td.primary { background: #eaf1fa; }
 table.board tbody tr:nth-child(even) { background: var(--bg-alt); }
