@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from radbench import __version__, registry, results
+from radbench import __version__, labels, registry, results
 from radbench.results import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
 from radbench import schemas
@@ -201,6 +201,7 @@ def _group(index: int, group: _Group, out_dir: Path) -> dict[str, Any]:
             "gen_kwargs": first["gen_kwargs"],
         },
         "metric_configs": configs,
+        "metric_labels": labels.metric_labels(metrics, configs),
         "metrics": metrics,
         "primary_metric": primary,
         "split_reason": group.split_reason,

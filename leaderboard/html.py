@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, unquote
 
+from radbench import labels
 from radbench.leaderboard.build import load
 from radbench.store import atomic_write_text
 
@@ -48,6 +49,7 @@ table.board th, table.board td { border-bottom: 1px solid var(--line); padding: 
   vertical-align: top; }
 table.board td { white-space: nowrap; }
 table.board th { font-weight: 600; vertical-align: bottom; }
+table.board th small { display: block; font-weight: normal; }
 table.board th.text, table.board td.text { text-align: left; white-space: normal; }
 table.board th.primary, table.board td.primary { background: #eaf1fa; }
 table.board tbody tr:nth-child(even) { background: var(--bg-alt); }
@@ -162,6 +164,18 @@ def _label(metric_id: str, lower: bool) -> str:
     return name + (f' <span title="lower is better">{LOWER}</span>' if lower else "")
 
 
+def _labels(group: dict[str, Any]) -> dict[str, str]:
+    """Each metric's display label ("UMLS P · HPO index"); a leaderboard built before labels existed gets
+    them from its metric configurations, the same way."""
+    return group.get("metric_labels") or labels.metric_labels(group["metrics"], group["metric_configs"])
+
+
+def _source_note(label: str) -> str:
+    """The source part of a label, as a small line under a column head ("" for a metric without one)."""
+    _, sep, source = label.partition(labels.SEPARATOR)
+    return f"<small>{_e(source)}</small>" if sep else ""
+
+
 def _nice_max(value: float) -> float:
     """An axis end at or above ``value``: 1, 2, 2.5 or 5 times a power of ten (0.05, 0.2, 1...)."""
     if value <= 0:
@@ -183,8 +197,11 @@ def _axis(values: list[float]) -> tuple[float, float]:
     return (-_nice_max(-low) if low < 0 else 0.0), _nice_max(max([0.0, *values]))
 
 
-def chart(metric_id: str, entries: list[dict[str, Any]], lower_is_better: bool = False) -> str:
-    """A horizontal bar per entry, best first, with its 95% interval as a whisker; the full text on hover."""
+def chart(metric_id: str, entries: list[dict[str, Any]], lower_is_better: bool = False, label: str = "") -> str:
+    """A horizontal bar per entry, best first, with its 95% interval as a whisker; the full text on hover.
+
+    ``label`` is the metric's display label when its numbers depend on a source ("UMLS P · HPO index").
+    """
     rows = [e for e in entries if e["metrics"].get(metric_id, {}).get("value") is not None]
     sign = 1.0 if lower_is_better else -1.0
     rows.sort(key=lambda e: sign * e["metrics"][metric_id]["value"])
@@ -200,9 +217,10 @@ def chart(metric_id: str, entries: list[dict[str, Any]], lower_is_better: bool =
     order = "lower is better" if lower_is_better else "higher is better"
     mark = f" {LOWER}" if lower_is_better else ""
     parts = [
-        f'<figure class="chart"><figcaption>{_e(metric_id)}{mark} <small>({order}; bars: value; whiskers: 95% CI)'
-        f'</small></figcaption><svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{_e(metric_id)} by model with 95% confidence intervals, {order}">'
+        f'<figure class="chart"><figcaption>{_e(label or metric_id)}{mark} <small>({order}; bars: value; '
+        f'whiskers: 95% CI)</small></figcaption><svg viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{_e(label or metric_id)} by model with 95% confidence '
+        f'intervals, {order}">'
     ]
     for tick in sorted({axis_low, 0.0, (axis_low + axis_high) / 2, axis_high}):
         tx = x(tick)
@@ -298,6 +316,7 @@ def _table(group: dict[str, Any], columns: list[str]) -> str:
     """Rank, model, n, the primary metric, then ``columns`` (one panel's metrics)."""
     primary = group["primary_metric"]
     lower = _lower(group)
+    shown = _labels(group)
     metrics = ([primary] if primary else []) + [m for m in columns if m != primary]
     heads = [("#", "num", "ascending", "", "rank by the primary metric"),
              ("model", "text", "ascending", "text", "model; expand for provenance"),
@@ -308,7 +327,7 @@ def _table(group: dict[str, Any], columns: list[str]) -> str:
     out = ['<div class="scroll"><table class="board"><thead><tr>']
     for i, (label, kind, first, css, title) in enumerate(heads):
         sort = ' aria-sort="ascending"' if i == 0 else ""
-        text = _label(label, label in lower) if i >= 3 else _e(label)
+        text = _label(label, label in lower) + _source_note(shown.get(label, "")) if i >= 3 else _e(label)
         out.append(f'<th class="{css}" data-type="{kind}" data-first="{first}" title="{_e(title)}"{sort}>'
                    f'<button type="button">{text}</button></th>')
     out.append("</tr></thead><tbody>")
@@ -358,7 +377,8 @@ def _panel_body(group: dict[str, Any], columns: list[str]) -> str:
     lower = _lower(group)
     primary = group["primary_metric"]
     shown = ([primary] if primary else []) + columns
-    charts = "".join(chart(m, group["entries"], m in lower) for m in shown)
+    names = _labels(group)
+    charts = "".join(chart(m, group["entries"], m in lower, names.get(m, "")) for m in shown)
     return f'{_table(group, columns)}<div class="charts">{charts}</div>'
 
 
@@ -396,6 +416,10 @@ def _group(group: dict[str, Any]) -> str:
         order = f"ordered by the primary metric, <b>{_e(primary)}</b> ({way} first)"
     else:
         order = "no metric to order by"
+    sources = labels.describe_sources(group["metric_configs"])
+    scored = (f'<p class="muted sources">Scored with {_e(sources)}. Numbers from another concept source or '
+              "encoder measure something else: they are ranked in their own group, never in this one.</p>"
+              if sources else "")
     ranks = ("; # is the rank, with below it the ranks its 95% interval allows when they are more than one "
              "(from non-overlapping intervals; <code>radbench compare</code> gives a paired test)") if count > 1 else ""
     settings = _dl([
@@ -410,7 +434,7 @@ def _group(group: dict[str, Any]) -> str:
         f'<h2>{_e(task["name"])} <small>v{_e(task["version"])}</small> · {_e(dataset["name"])}{demo}</h2>{split}'
         f'<p class="muted">{_plural(count, "entry", "entries")}, {order}{ranks}. '
         f"Each cell: value with its 95% interval below it; {LOWER} marks a metric where lower is better.</p>"
-        f"{_chooser(group)}"
+        f"{scored}{_chooser(group)}"
         f"<details><summary>protocol and metric configuration</summary>{settings}</details>"
         "</section>"
     )

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from radbench import registry, results, scoring
+from radbench import labels, registry, results, scoring
 from radbench.errors import UsageError
 from radbench import schemas
 from radbench.results import RunData, context_differences, load_run, protocol_differences, short
@@ -77,6 +77,9 @@ class Comparison:
     seed: int = 0
     level: float = DEFAULT_LEVEL
     min_effect: float = 0.0
+    # How tables show each compared metric ("UMLS P · HPO index"), and the sources behind them in one line.
+    labels: dict[str, str] = field(default_factory=dict)
+    sources: str = ""
 
     @property
     def regressions(self) -> list[MetricDiff]:
@@ -243,6 +246,8 @@ def compare(
     out.notes += context_differences(base.results, new.results)
     if out.incomparable:
         return out
+    configs = base.results["metric_configs"]
+    out.labels, out.sources = labels.metric_labels(metric_ids, configs), labels.describe_sources(configs, groups)
     if not metric_ids:
         raise UsageError("the runs share no metric; nothing to compare")
     b, n, clusters, notes = _aligned(base, new, metric_ids)
@@ -279,8 +284,10 @@ def verdict(m: MetricDiff) -> str:
     return (VERDICT_LOWER if m.lower_is_better else VERDICT)[m.status]
 
 
-def metric_label(m: MetricDiff) -> str:
-    return f"{m.metric} ↓" if m.lower_is_better else m.metric
+def metric_label(m: MetricDiff, names: dict[str, str] | None = None) -> str:
+    """The metric as tables show it: its source label where it has one, ``↓`` when lower is better."""
+    name = (names or {}).get(m.metric, m.metric)
+    return f"{name} ↓" if m.lower_is_better else name
 
 
 def interval(low: float | None, high: float | None) -> str:
@@ -336,6 +343,7 @@ def to_markdown(c: Comparison) -> str:
             f"Holm-adjusted p < {1 - c.level:.2f} over the {len(c.metrics)} metrics compared; the verdict's "
             "interval is Holm-adjusted too (it excludes 0 exactly when the verdict is significant); ↓ = lower is "
             "better, and the verdict follows each metric's direction",
+            *([f"- Scored with {md_escape(c.sources)}"] if c.sources else []),
             "",
             "| metric | base | new | Δ new − base | CI of Δ (Holm-adjusted) | p (Holm) | verdict | "
             f"unadjusted {c.level:.0%} CI | unadjusted p |",
@@ -343,7 +351,7 @@ def to_markdown(c: Comparison) -> str:
         ]
         for m in c.metrics:
             lines.append(
-                f"| {md_escape(metric_label(m))} | {fmt_value(m.base)} | {fmt_value(m.new)} | "
+                f"| {md_escape(metric_label(m, c.labels))} | {fmt_value(m.base)} | {fmt_value(m.new)} | "
                 f"{fmt_value(m.diff, True)} | {interval(m.adjusted_ci_low, m.adjusted_ci_high)} | "
                 f"{fmt_p(m.p_adjusted)} | {verdict(m)} | {interval(m.ci_low, m.ci_high)} | {fmt_p(m.p_value)} |"
             )
@@ -371,6 +379,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "min_effect": c.min_effect,
         "regression": bool(c.regressions),
         "metrics": [asdict(m) for m in c.metrics],
+        "metric_labels": c.labels,
     }
 
 
@@ -403,7 +412,6 @@ def _long_table(c: Comparison) -> Any:
 
 def print_table(c: Comparison) -> None:
     """The terminal view: the same facts as the markdown, as a rich table."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -414,7 +422,7 @@ def print_table(c: Comparison) -> None:
     if c.incomparable:
         console.print(Text("radbench compare: the runs are not comparable", style="bold red"))
         for d in c.incomparable:
-            console.print(Text(f"  {d}"))
+            console.print(Text(f"  {d}"), soft_wrap=True)  # one setting per line, whole
     else:
         table = Table(title=f"{c.new.directory} vs {c.base.directory} "
                             f"({c.shared} paired samples, {c.clusters} clusters)")
@@ -434,5 +442,7 @@ def print_table(c: Comparison) -> None:
         console.print(table if fits(console, table) else _long_table(c))
         console.print(Text(f"the verdict uses the Holm-adjusted p over the {len(c.metrics)} metrics compared and "
                            "its interval; unadj. = this metric alone; ↓ = lower is better", style="dim"))
+        if c.sources:
+            console.print(Text(f"scored with {c.sources}", style="dim"))
     for note in c.notes:
         console.print(Text(f"note: {note}", style="dim"))

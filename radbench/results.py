@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from radbench import __version__
-from radbench import safe_io
+from radbench import labels, safe_io
 from radbench.errors import UsageError
 from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
 
@@ -73,6 +73,7 @@ def build(report: ScoreReport, provenance: dict[str, Any], failures: dict[str, A
         "metrics": report.metrics,
         "subsets": report.subsets,
         "metric_configs": report.configs,
+        "metric_labels": labels.metric_labels(report.metrics, report.configs),
         "bootstrap": report.bootstrap,
         "warnings": report.warnings,
         "failures": failures,
@@ -248,15 +249,35 @@ def short(value: Any) -> str:
 def protocol_differences(
     a: dict[str, Any], b: dict[str, Any], metric_groups: Iterable[str], names: tuple[str, str] = ("base", "new")
 ) -> list[str]:
-    """One line per setting that differs, e.g. ``dataset.manifest_hash: 4434b359… (base) vs 9f8e… (new)``."""
+    """One line per setting that differs, e.g. ``dataset.manifest_hash: 4434b359… (base) vs 9f8e… (new)``.
+
+    A metric group whose concept source or encoder differs gets one line naming it,
+    ``umls source: HPO index (base) vs scispaCy UMLS (new)``, in place of the settings that source
+    decides (backend, index, matcher...): the reader learns why the numbers differ in kind, not
+    which of a dozen paths changed with it.
+    """
     groups = list(metric_groups)
     pa, pb = protocol(a, groups), protocol(b, groups)
     keys = list(pa) + [k for k in pb if k not in pa]
-    return [
-        f"{key}: {short(pa.get(key))} ({names[0]}) vs {short(pb.get(key))} ({names[1]})"
-        for key in keys
-        if pa.get(key) != pb.get(key)
-    ]
+    lines: dict[str, str] = {}
+    for group in sorted(groups):
+        sa = labels.source(a["metric_configs"].get(group))
+        sb = labels.source(b["metric_configs"].get(group))
+        if sa != sb:
+            kind, subtree = (sa or sb).kind, (sa or sb).subtree  # type: ignore[union-attr]
+            prefix = f"metric_configs.{group}" + (f".{subtree}" if subtree else "")
+            lines[prefix] = (f"{group} {kind}: {sa.text if sa else 'not recorded'} ({names[0]}) vs "
+                             f"{sb.text if sb else 'not recorded'} ({names[1]})")
+    out: list[str] = []
+    for key in keys:
+        if pa.get(key) == pb.get(key):
+            continue
+        prefix = next((p for p in lines if key == p or key.startswith(p + ".")), None)
+        if prefix is None:
+            out.append(f"{key}: {short(pa.get(key))} ({names[0]}) vs {short(pb.get(key))} ({names[1]})")
+        elif lines[prefix] not in out:
+            out.append(lines[prefix])
+    return out
 
 
 def context_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -92,6 +92,69 @@ def test_incomparable_runs_exit_2_naming_the_difference(runs: dict[str, Path], t
     assert "not comparable" in md.read_text() and named.replace("_", "\\_") in md.read_text()
 
 
+def _scispacy(r: dict[str, Any]) -> None:
+    """The same run as if scored with RadFM's scispaCy linker instead of the HPO index (only the config differs)."""
+    umls = r["metric_configs"]["umls"]
+    for key in ("index", "matcher", "concept_source"):
+        umls.pop(key, None)
+    umls.update(backend="scispacy", source_label="scispaCy UMLS", model="en_core_sci_lg", mode="linker")
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (_scispacy, "umls source: HPO index (base) vs scispaCy UMLS (new)"),
+        (lambda r: r["metric_configs"]["bertscore"].update(num_layers=4),
+         "bertscore encoder: all-MiniLM-L6-v2, layer 6 (base) vs all-MiniLM-L6-v2, layer 4 (new)"),
+    ],
+    ids=["umls-source", "bertscore-layer"],
+)
+def test_runs_scored_with_another_source_are_refused_in_one_line_naming_it(
+    runs: dict[str, Path], tmp_path: Path, edit: Any, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = copy_run_with(runs["rerun"], tmp_path / "other", edit)
+    md, js = tmp_path / "summary.md", tmp_path / "cmp.json"
+    code = main(["compare", str(runs["retrieval-report"]), str(other), "--markdown", str(md), "--json", str(js)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err == f"radbench: error: runs are not comparable: {line}\n"
+    # The source replaces the settings it decides: no separate backend/index/num_layers lines.
+    assert json.loads(js.read_text())["incomparable"] == [line]
+    assert "metric_configs" not in captured.out and line in captured.out
+    assert "not comparable" in md.read_text()
+
+
+def test_a_differing_rationale_concept_source_is_named_beside_its_other_settings() -> None:
+    from radbench.metrics.rationale import Rationale
+    from radbench.results import protocol_differences
+
+    config = {"ids": ["diagnosis_hit"], **Rationale().config()}
+    base = {"metric_configs": {"rationale": config}}
+    new = json.loads(json.dumps(base))
+    new["metric_configs"]["rationale"]["concepts"].update(backend="quickumls", source_label="QuickUMLS index")
+    new["metric_configs"]["rationale"]["term_overlap"] = 0.7
+    assert protocol_differences(base, new, {"rationale"})[-2:] == [
+        "rationale source: HPO index (base) vs QuickUMLS index (new)",
+        f"metric_configs.rationale.term_overlap: {config['term_overlap']} (base) vs 0.7 (new)",
+    ]
+
+
+def test_comparable_runs_label_each_metric_with_its_source(runs: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    md, js = tmp_path / "summary.md", tmp_path / "cmp.json"
+    assert main(["compare", str(runs["retrieval-report"]), str(runs["rerun"]), "--markdown", str(md),
+                 "--json", str(js)]) == 0
+    text = md.read_text()
+    assert "| UMLS-neg F1 · HPO index |" in text and "| BERTScore F1 · all-MiniLM-L6-v2, layer 6 |" in text
+    assert "| bleu1 |" in text
+    assert "- Scored with bertscore encoder: all-MiniLM-L6-v2, layer 6; umls source: HPO index" in text
+    report = json.loads(js.read_text())
+    schemas.validate(report, "compare")
+    assert report["metric_labels"]["umls_precision"] == "UMLS P · HPO index"
+    assert set(report["metric_labels"]) == {m["metric"] for m in report["metrics"]}
+    assert "scored with bertscore encoder: all-MiniLM-L6-v2, layer 6; umls source: HPO index" in capsys.readouterr().out
+
+
 def test_metric_config_of_an_uncompared_metric_does_not_block(runs: dict[str, Path], tmp_path: Path) -> None:
     other = copy_run_with(runs["rerun"], tmp_path / "other",
                           lambda r: r["metric_configs"]["rouge"].update(use_stemmer=False))

@@ -109,6 +109,51 @@ def test_incomparable_runs_are_refused_unless_allow_mixed(runs: Path, tmp_path: 
     assert all(len(g["entries"]) == 1 for g in board["groups"])
 
 
+def _scispacy(r: dict[str, Any]) -> None:
+    umls = r["metric_configs"]["umls"]
+    for key in ("index", "matcher", "concept_source"):
+        umls.pop(key, None)
+    umls.update(backend="scispacy", source_label="scispaCy UMLS", model="en_core_sci_lg", mode="linker")
+
+
+def test_runs_with_another_concept_source_are_never_ranked_together(runs: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    base, other = runs / "retrieval-report", copy_run_with(runs / "majority-report", tmp_path / "other", _scispacy)
+    args = [str(base), str(other), "--output", str(tmp_path / "lb.json")]
+    assert _build(*args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"umls source: HPO index ({base}) vs scispaCy UMLS ({other})" in err
+    assert "metric_configs.umls" not in err
+
+    assert _build(*args, "--allow-mixed") == 0
+    board = json.loads((tmp_path / "lb.json").read_text())
+    assert [g["metric_labels"]["umls_precision"] for g in board["groups"]] == [
+        "UMLS P · HPO index", "UMLS P · scispaCy UMLS"]
+    assert board["groups"][1]["split_reason"] == [f"umls source: HPO index ({base}) vs scispaCy UMLS ({other})"]
+    page = html.render(board)
+    first, second = page.split('<section class="group"')[1:]
+    assert "Scored with bertscore encoder: all-MiniLM-L6-v2, layer 6; umls source: HPO index." in first
+    assert "umls source: scispaCy UMLS." in second and "HPO index" not in second.split("Ranked separately")[0]
+
+
+def test_page_names_the_source_of_every_concept_and_bertscore_number(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lb.json"
+    assert _build(str(runs), "--output", str(out)) == 0
+    group = next(g for g in json.loads(out.read_text())["groups"] if g["task"]["name"] == "report")
+    page = html.render({**json.loads(out.read_text()), "groups": [group]})
+    heads = re.findall(r"<button[^>]*>(.*?)</button>", page)
+    sourced = [h for h in heads if "umls" in h or "bertscore" in h]
+    assert sourced and all(h.endswith("<small>HPO index</small>") for h in sourced if "umls" in h)
+    assert all(h.endswith("<small>all-MiniLM-L6-v2, layer 6</small>") for h in sourced if "bertscore" in h)
+    assert not any("<small>" in h for h in heads if h.startswith("bleu"))
+    captions = re.findall(r"<figcaption>(.*?) <small>", page)
+    assert "UMLS-neg F1 · HPO index" in captions and "BERTScore F1 · all-MiniLM-L6-v2, layer 6" in captions
+    assert "bleu1" in captions
+    # A leaderboard built before metric_labels existed is labelled the same way from its metric configs.
+    group.pop("metric_labels")
+    assert html.render({**json.loads(out.read_text()), "groups": [group]}) == page
+
+
 def test_training_data_provenance_is_flagged(runs: Path, tmp_path: Path) -> None:
     seen = copy_run_with(runs / "majority-diagnosis", tmp_path / "seen",
                       lambda r: r["model"].update(trained_on="mimic,demo"))
@@ -222,9 +267,13 @@ def test_html_leads_with_the_primary_metric_and_splits_the_rest_into_panels(demo
         section = sections[group["task"]["name"]]
         tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", section)
         assert len(tables) == max(len(chosen), 1)
+        primary = group["primary_metric"]
+        # A concept metric's head names its source on a second line (rationale: "diagnosis_hit" + "HPO index").
+        source = group["metric_labels"][primary].partition(" · ")[2]
+        assert (source == "HPO index") == (group["task"]["name"] in ("rationale", "report"))
         for head in tables:  # rank, model, n, then the primary metric in every panel
             labels = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<button[^>]*>(.*?)</button>", head)]
-            assert labels[:4] == ["#", "model", "n", group["primary_metric"]]
+            assert labels[:4] == ["#", "model", "n", primary + source]
         assert section.count('type="radio"') == (len(chosen) if len(chosen) > 1 else 0)
     rationale = html.panels(next(g for g in board["groups"] if g["task"]["name"] == "rationale"))
     assert rationale[0][0].startswith("rationale") and "feature_recall" in rationale[0][1]

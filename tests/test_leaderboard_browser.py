@@ -109,7 +109,7 @@ def test_metric_panels_switch_without_script(browser: DevTools, demo: Path) -> N
     # The primary metric leads every panel's metric columns.
     heads = browser.js(f"Array.from(document.querySelectorAll('#{group} .panel')).map("
                        "p => p.querySelectorAll('thead th')[3].textContent)")
-    assert set(heads) == {"umls_neg_f1"}
+    assert set(heads) == {"umls_neg_f1" + "HPO index"}  # the concept source is the head's second line
 
 
 TABLE = "document.querySelector('#{g} table.board')"  # the first panel's table
@@ -125,7 +125,7 @@ def test_page_loads_sorts_filters_and_escapes(browser: DevTools, page: Path, tmp
     group = browser.js("document.querySelectorAll('section.group')[1].id")
     table = TABLE.format(g=group)
     headers = browser.js(f"Array.from({table}.tHead.rows[0].cells).map(t => t.textContent)")
-    model_col, metric_col = headers.index("model"), headers.index("umls_recall")
+    model_col, metric_col = headers.index("model"), headers.index("umls_recall" + "HPO index")
     click = f"{table}.tHead.rows[0].cells[{{}}].querySelector('button').click()"
     browser.js(click.format(model_col))
     names = browser.js(ORDER.format(g=group, c=model_col))

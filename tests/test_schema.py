@@ -117,3 +117,47 @@ def test_schemas_reject_what_readers_cannot_trust(demo: Path) -> None:
 
     assert _invalid({"id": "s1", "subset": "", "bleu4": [1, 2]}, "scores")
     assert not _invalid({"id": "s1", "subset": "", "cluster": "p1", "bleu4": None, "_bleu": {"match": [1]}}, "scores")
+
+
+def test_results_label_every_metric_with_its_source(demo: Path) -> None:
+    """results.json says where each concept and BERTScore number came from, as radbench/labels.py derives it."""
+    from radbench import labels
+
+    for name in ("retrieval-report", "retrieval-rationale", "retrieval-vqa"):
+        res = json.loads((demo / name / RESULTS).read_text())
+        assert res["metric_labels"] == labels.metric_labels(res["metrics"], res["metric_configs"])
+        assert list(res["metric_labels"]) == list(res["metrics"])
+    report = json.loads((demo / "retrieval-report" / RESULTS).read_text())["metric_labels"]
+    assert report["umls_precision"] == "UMLS P · HPO index"
+    assert report["umls_neg_f1"] == "UMLS-neg F1 · HPO index"
+    assert report["bertscore_f1"] == "BERTScore F1 · all-MiniLM-L6-v2, layer 6"
+    assert report["bleu1"] == "bleu1"
+    rationale = json.loads((demo / "retrieval-rationale" / RESULTS).read_text())["metric_labels"]
+    assert rationale["diagnosis_hit"] == "diagnosis_hit · HPO index"
+
+
+def test_schema_holds_the_concept_source_to_known_labels(demo: Path) -> None:
+    from radbench.metrics.umls import extractors
+
+    res = json.loads((demo / "retrieval-report" / RESULTS).read_text())
+    enum = results.schema()["$defs"]["conceptSource"]["properties"]["source_label"]["enum"]
+    backends = set(extractors.SOURCE_LABELS.values()) | {extractors.SOURCE_LABELS["scispacy"] + " (entities)"}
+    assert set(enum) == backends  # a new backend's label must be added to the schema too
+    for edit in (
+        lambda r: r["metric_configs"]["umls"].pop("source_label"),
+        lambda r: r["metric_configs"]["umls"].update(source_label="UMLS"),
+        lambda r: r["metric_labels"].update(umls_f1=""),
+        lambda r: r["metric_labels"].update(umls_f1=3),
+    ):
+        broken = copy.deepcopy(res)
+        edit(broken)
+        assert _invalid(broken, "results")
+    # umls version 1 predates source_label: such files still load (and are labelled without a source).
+    old = copy.deepcopy(res)
+    old["metric_configs"]["umls"].pop("source_label")
+    old["metric_configs"]["umls"]["version"] = "1"
+    old.pop("metric_labels")
+    assert not _invalid(old, "results")
+    rationale = json.loads((demo / "retrieval-rationale" / RESULTS).read_text())
+    rationale["metric_configs"]["rationale"]["concepts"]["source_label"] = "HPO"
+    assert _invalid(rationale, "results")
