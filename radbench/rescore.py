@@ -11,13 +11,12 @@ Two input formats:
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from radbench import results, scoring
+from radbench import results, safe_io, scoring
 from radbench.errors import UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.options import MetricSettings
@@ -33,7 +32,9 @@ def _cell(path: Path, row: int, column: str, text: str) -> str:
     if not text.startswith("["):
         return text
     try:
-        value = ast.literal_eval(text)
+        value = safe_io.literal_eval(text)
+    except safe_io.UnsafeInput as exc:
+        raise UsageError(f"{path}: row {row}, column {column!r}: {exc}: {text[:60]!r}") from None
     except (ValueError, SyntaxError):
         raise UsageError(f"{path}: row {row}, column {column!r}: not a Python list literal: {text[:60]!r}") from None
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
@@ -71,7 +72,7 @@ def read_prediction_jsonl(path: Path) -> list[dict[str, Any]]:
         # object is taken; half an object (a crashed writer) is an error, never half-parsed.
         last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
-            tail = json.loads(last.decode("utf-8"))
+            tail = safe_io.loads_json(last.decode("utf-8"), allow_nan=True)
         except (ValueError, UnicodeDecodeError):
             tail = None
         if not isinstance(tail, dict):

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.types import Prediction, stable_hash
 
@@ -94,7 +95,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         is_last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
         complete = number < len(lines)  # a line followed by "\n" was fully written
         try:
-            record = json.loads(line.decode("utf-8"))
+            record = safe_io.loads_json(line.decode("utf-8"), allow_nan=True)  # nesting bounded
             if not isinstance(record, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as exc:

@@ -779,3 +779,114 @@ def test_compare_markdown_with_a_non_utf8_path_is_written_whole(demo_runs: dict[
     code, out, err = cli(capsys, "leaderboard", "build", str(odd), "--output", str(board))
     assert code == 0, err
     assert board.stat().st_size > 0 and not list(tmp_path.glob(".lb.json.*"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Nesting and size limits (radbench/safe_io.py): one line or a counted failure, never RecursionError
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # CPython's json raises RecursionError on it
+# Nested 150 levels: parses in CPython, but deeper than safe_io.MAX_NESTING (100).
+NESTED_150 = json.dumps({"id": "x", "q": json.loads("[" * 150 + "]" * 150)})
+
+
+def _deep_published(root: Path, layout: str) -> Path:
+    from tests.support import published_roots as pr
+
+    build, name = {"vqa-rad": (pr.vqa_rad_osf, "VQA_RAD Dataset Public.json"), "slake": (pr.slake, "Slake1.0/test.json"),
+                   "iu-xray": (pr.r2gen, "iu_xray/annotation.json")}[layout]
+    build(root)
+    (root / name).write_text(DEEP_JSON)
+    return root / name
+
+
+@pytest.mark.parametrize("dataset", ["vqa-rad", "slake", "iu-xray"])
+def test_deeply_nested_published_json_is_one_line(dataset: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = _deep_published(tmp_path / "root", dataset)
+    task = "report" if dataset == "iu-xray" else "vqa"
+    assert_usage_error(cli(capsys, "validate", "--task", task, "--dataset", dataset, "--data-root", str(tmp_path / "root")),
+                       str(path), "nested deeper than 100 levels")
+
+
+@pytest.mark.parametrize("name", ["radiology_article_npy_test.json", "modality_set.json"])
+def test_deeply_nested_radfm_json_is_one_line(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = build_radfm_root(tmp_path / "data")
+    (root / "data_csv" / name).write_text(DEEP_JSON)
+    task, dataset = ("report", "radbench") if name.startswith("radiology") else ("diagnosis", "radio-modality")
+    assert_usage_error(cli(capsys, "validate", "--task", task, "--dataset", dataset, "--data-root", str(root)),
+                       name, "nested deeper than 100 levels")
+
+
+@pytest.mark.parametrize("body", [DEEP_JSON, NESTED_150], ids=["recursion", "150-levels"])
+def test_deeply_nested_user_files_are_one_line_or_a_counted_failure(body: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = make_dataset(tmp_path / "fx", test_file="test.json", raw_test=body.encode())
+    assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                       str(folder / "test.json"), "nested deeper than 100 levels")
+    rows = "".join(json.dumps(_row(*r)) + "\n" for r in GOOD) + body + "\n"
+    folder = make_dataset(tmp_path / "fl", raw_test=rows.encode())
+    out = tmp_path / "run"
+    assert run_user(capsys, folder, out) == 0
+    assert_counted_failure(out, "fx-test-00005", "row 5: JSON nested deeper than 100 levels")
+    for config, text in (("radbench.json", DEEP_JSON), ("radbench.yaml", "name: " + "[" * 100_000 + "]" * 100_000)):
+        cfg = make_dataset(tmp_path / config)
+        (cfg / "radbench.yaml").unlink()
+        (cfg / config).write_text(text)
+        assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(cfg)),
+                           str(cfg / config), "nested deeper than 100 levels")
+
+
+def test_yaml_aliases_never_expand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A billion-laughs config (about 400 bytes, 9**8 strings once expanded) is refused from its first anchor."""
+    import resource
+
+    levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    text = "task: vqa\ndata: test.jsonl\ncolumns: {question: q, answer: a, image: img}\nname: {" + ", ".join(levels) + "}\n"
+    assert 350 < len(text) < 500
+    folder = make_dataset(tmp_path / "fx")
+    (folder / "radbench.yaml").write_text(text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                       str(folder / "radbench.yaml"), "YAML anchor &a at line 4", "anchors and aliases are not allowed")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was expanded
+
+
+@pytest.mark.parametrize("literal, needle", [
+    ("[" * 300 + "]" * 300, "nested deeper than 100 levels"),
+    ("[" + "-" * 100_000 + "1]", "too deep or too large to parse"),  # MemoryError inside CPython's parser
+    ("[" + "1+" * 50_000 + "1]", "too deep or too large to parse"),  # RecursionError building the AST
+])
+def test_hostile_list_literals_are_one_line_or_a_counted_failure(literal: str, needle: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    radfm = tmp_path / "radfm.csv"
+    write_csv(radfm, ["Question", "Ground Truth", "Pred", "belong_to"], [["['q']", "['a']", literal, "['x']"]])
+    assert_usage_error(cli(capsys, "score", str(radfm), "--task", "vqa", "--output", str(tmp_path / "out")),
+                       str(radfm), "row 1, column 'Pred'", needle)
+
+    root = build_radfm_root(tmp_path / "data")
+    path = root / "data_csv" / "filtered_case_report_test.csv"
+    write_csv(path, ["PMC_id", "img_ref", "context", "question", "answer"],
+              [["PMC1", "['1']", "A case.", "Q:Is it?", "A:yes"], ["PMC2", literal, "A case.", "Q:Is it?", "A:no"]])
+    from radbench.tasks.base import DataOptions, failed_row, load_split
+    from radbench import registry
+
+    samples = load_split(registry.get("datasets", "pmc-casereport")(), "vqa", "test",
+                         DataOptions(str(root), DataOptions.parse_image_roots([image_root_arg(root)])))
+    problems = [failed_row(s) for s in samples]
+    assert problems[0] is None and needle in (problems[1] or ""), problems
+
+
+def test_deeply_nested_score_and_store_lines_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radbench.errors import UsageError
+    from radbench.store import read_jsonl
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "1", "prediction": "a", "reference": "a"}) + "\n" + DEEP_JSON + "\n")
+    assert_usage_error(cli(capsys, "score", str(preds), "--task", "vqa", "--output", str(tmp_path / "s")),
+                       str(preds), "line 2", "nested deeper than 100 levels")
+    log = tmp_path / PREDICTIONS
+    log.write_text(NESTED_150 + "\n" + json.dumps({"key": "k", "id": "x"}) + "\n")
+    with pytest.raises(UsageError, match="line 1 .*nested deeper than 100 levels"):
+        read_jsonl(log)
