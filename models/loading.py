@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from contextlib import contextmanager
@@ -55,6 +56,8 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
             raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except UsageError:
         raise
+    except pickle.UnpicklingError as exc:
+        raise unsafe_pickle(who, path) from exc
     except Exception as exc:  # torch/safetensors raise many types for corrupt or unsafe files
         raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {first_line(exc)}") from exc
     for wrapper in ("model_state_dict", "state_dict", "model"):
@@ -67,6 +70,25 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             out[key[len("module.") :] if key.startswith("module.") else key] = value
     return out
+
+
+def unsafe_pickle(who: str, path: Path, folder: bool = False) -> UsageError:
+    """The one-line refusal of a checkpoint that ``torch.load(weights_only=True)`` cannot read.
+
+    torch's own message suggests ``weights_only=False``, which runs whatever code the file holds;
+    radbench never does that, so the message gives the one-time conversion docs/security.md
+    describes instead: the user decides to trust the file once, outside radbench.
+    """
+    target = f"{path}/model.safetensors" if folder else f"{path}.safetensors"
+    source = f"{path}/pytorch_model.bin" if folder else str(path)
+    return UsageError(
+        f"{who}{path} holds pickled objects other than tensors, which radbench never unpickles (they can run code); "
+        "if you trust its source, convert it once to safetensors: python -c \"import torch; from safetensors.torch "
+        f"import save_file; sd = torch.load('{source}', map_location='cpu', weights_only=False); "
+        "sd = sd.get('state_dict', sd); save_file({k: v.contiguous() for k, v in sd.items() "
+        f"if isinstance(v, torch.Tensor)}}, '{target}')\""
+        + (" and move the .bin file(s) out of the folder" if folder else " and pass the .safetensors file")
+        + " (docs/security.md)")
 
 
 def _is_torchscript(path: Path) -> bool:
