@@ -57,7 +57,9 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
     except UsageError:
         raise
     except pickle.UnpicklingError as exc:
-        raise unsafe_pickle(who, path) from exc
+        if needs_unpickling(exc):
+            raise unsafe_pickle(who, path) from exc
+        raise UsageError(f"{who}cannot read checkpoint {path}: not a checkpoint ({unpickling_reason(exc)})") from exc
     except Exception as exc:  # torch/safetensors raise many types for corrupt or unsafe files
         raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {first_line(exc)}") from exc
     for wrapper in ("model_state_dict", "state_dict", "model"):
@@ -70,6 +72,20 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             out[key[len("module.") :] if key.startswith("module.") else key] = value
     return out
+
+
+def needs_unpickling(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a pickle for naming a class or function (rather
+    than for being garbage bytes, which torch reports with the same exception and preamble)."""
+    return isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """The informative part of torch's multi-paragraph ``UnpicklingError`` (its advice left out)."""
+    text = " ".join(str(exc).split())
+    reason = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0] if \
+        "WeightsUnpickler error:" in text else first_line(exc)
+    return reason.strip()[:200]
 
 
 def unsafe_pickle(who: str, path: Path, folder: bool = False) -> UsageError:

@@ -646,7 +646,8 @@ def test_checkpoint_with_wrong_keys_or_corrupt_bytes(tmp_path: Path, capsys: pyt
     assert_usage_error(cli(capsys, *args), str(weights), "embedding_layer.fc.weight",
                        "embedding_layer.fc_renamed.weight")
     weights.write_bytes(b"not a checkpoint at all")
-    assert_usage_error(cli(capsys, *args), f"cannot read checkpoint {weights}")
+    err = assert_usage_error(cli(capsys, *args), f"cannot read checkpoint {weights}: not a checkpoint")
+    assert "weights_only" not in err  # torch's advice to unpickle anyway is never repeated
     assert not (tmp_path / "run" / PREDICTIONS).exists()
 
 
