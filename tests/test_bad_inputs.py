@@ -891,3 +891,86 @@ def test_deeply_nested_score_and_store_lines_are_one_line(tmp_path: Path, capsys
     log.write_text(NESTED_150 + "\n" + json.dumps({"key": "k", "id": "x"}) + "\n")
     with pytest.raises(UsageError, match="line 1 .*nested deeper than 100 levels"):
         read_jsonl(log)
+
+
+# ------------------------------------------------------------------------------------------------
+# A disk that fills up mid-run: one line, exit 2, nothing already written is lost
+
+
+class _FillingFile:
+    """A text file that accepts ``budget`` more characters, writes part of the next write, then fails
+    with ENOSPC as a full disk does (every later write and flush fails too)."""
+
+    def __init__(self, real: Any, budget: list[int]) -> None:
+        self.real, self.budget = real, budget
+
+    def write(self, text: str) -> int:
+        import errno
+
+        if len(text) > self.budget[0]:
+            self.real.write(text[: self.budget[0]])
+            self.real.flush()
+            self.budget[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.budget[0] -= len(text)
+        return self.real.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __enter__(self) -> "_FillingFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.real.close()
+
+
+def test_a_disk_filling_up_mid_run_is_one_line_and_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from radbench import store
+
+    args = ["run", "--model", ECHO, "--task", "vqa", "--dataset", "demo", "--limit", "12", "--batch-size", "2", "--quiet"]
+    assert cli(capsys, *args, "--output", str(tmp_path / "clean"))[0] == 0
+    clean = (tmp_path / "clean" / PREDICTIONS).read_text()
+    record = len(clean.splitlines()[0]) + 1
+
+    out = tmp_path / "full"
+    budget = [int(record * 5.5)]  # two batches and a half of the third fit on the disk
+    monkeypatch.setattr(store, "open", lambda *a, **k: _FillingFile(open(*a, **k), budget), raising=False)
+    err = assert_usage_error(cli(capsys, *args, "--output", str(out)), str(out / PREDICTIONS), "No space left on device",
+                             "re-run the same command to resume")
+    written = (out / PREDICTIONS).read_text()
+    whole = written[: written.rfind("\n") + 1].splitlines()
+    assert len(whole) >= 4 and written != whole  # the first batches are whole lines, then a torn one
+    assert not (out / RESULTS).exists(), err
+    monkeypatch.undo()
+
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:  # the up-front write check still passes (it writes 4 KiB)
+        if ".radbench-write-check." not in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    def temporaries() -> list[str]:
+        return [p.name for p in out.iterdir() if p.name.startswith(".") and not p.name.startswith(".radbench.lock")]
+
+    # The background fsync of an append fails the same way.
+    monkeypatch.setattr(store.os, "fsync", full_disk)
+    assert_usage_error(cli(capsys, *args, "--output", str(out)), str(out / PREDICTIONS), "No space left on device")
+    monkeypatch.undo()
+    assert not temporaries() and not (out / RESULTS).exists()
+
+    # Space freed: the same command resumes, keeps what was written and ends as an uninterrupted run.
+    assert cli(capsys, *args, "--output", str(out))[0] == 0
+    assert (out / PREDICTIONS).read_text() == clean
+    assert (out / SCORES).read_text() == (tmp_path / "clean" / SCORES).read_text()
+
+    # A re-run that cannot write its files: one line, the previous files kept whole, no temporaries.
+    before = {name: (out / name).read_bytes() for name in (PREDICTIONS, SCORES, RESULTS)}
+    monkeypatch.setattr(store.os, "fsync", full_disk)
+    assert_usage_error(cli(capsys, *args, "--output", str(out)), "No space left on device")
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in before} == before and not temporaries()
