@@ -9,9 +9,11 @@ Every other file in the directory (``scores.jsonl``, ``results.json``) is derive
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import tempfile
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +91,21 @@ def remove_stale_temporaries(directory: Path) -> None:
     for name in (PREDICTIONS, SCORES, RESULTS):
         for tmp in directory.glob(f".{name}.*"):
             tmp.unlink(missing_ok=True)
+
+
+def remove_leftover_temporaries(path: Path, min_age_s: float = 60.0) -> None:
+    """Delete the temporaries that a killed :func:`atomic_write_text` of ``path`` left (``.NAME.*``).
+
+    For files written without a lock (a leaderboard): only temporaries older than ``min_age_s`` are
+    removed, since a write in progress holds its temporary for milliseconds, never a minute.
+    """
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        try:
+            if now - tmp.lstat().st_mtime >= min_age_s and tmp.is_file():
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
