@@ -22,6 +22,7 @@ from radbench.metrics.base import ScoreInput
 from radbench.options import MetricSettings
 from radbench.runner import load_task
 from radbench.store import RESULTS, SCORES, read_jsonl, write_jsonl
+from radbench.tasks.datasets.common import identifier
 from radbench.types import stable_hash
 
 RADFM_COLUMNS = ("Question", "Ground Truth", "Pred", "belong_to")
@@ -135,7 +136,7 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
         answer_type = "closed" if options or str(refs[0]).strip().lower() in ("yes", "no") else "open"
         item = ScoreInput(sample_id, str(rec["prediction"] or ""), tuple(str(r) for r in refs), options, answer_type,
                           str(rec.get("question", "")), str(rec.get("dataset") or ""), dict(rec.get("metadata") or {}))
-        cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
+        cluster = identifier(rec.get("patient_id")) or identifier(rec.get("study_id")) or sample_id
         scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
     report = scoring.score(scored, metric_ids, seed=seed, settings=metric_args)
     if all(m["n"] == 0 for m in report.metrics.values()):

@@ -974,3 +974,43 @@ def test_a_disk_filling_up_mid_run_is_one_line_and_loses_nothing(tmp_path: Path,
     assert_usage_error(cli(capsys, *args, "--output", str(out)), "No space left on device")
     monkeypatch.undo()
     assert {name: (out / name).read_bytes() for name in before} == before and not temporaries()
+
+
+# ------------------------------------------------------------------------------------------------
+# Minor: text encodings and missing identifiers
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_a_utf16_csv_is_named_as_such_without_raw_nul_bytes(encoding: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    raw = "id,q,a,img\ng1,Is it?,yes,0.png\n".encode(encoding)  # with and without a byte-order mark
+    folder = make_dataset(tmp_path / "fx", test_file="test.csv", raw_test=raw)
+    err = assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                             str(folder / "test.csv"), "file is UTF-16", "save it as UTF-8")
+    assert "\0" not in err
+
+
+def test_a_nan_or_empty_patient_id_is_missing_not_a_cluster(tmp_path: Path) -> None:
+    from radbench.tasks.base import DataOptions
+    from radbench.tasks.datasets.user import UserDataset
+
+    folder = make_dataset(tmp_path / "fx")
+    rows = [{"id": "n1", "q": "Is it?", "a": "yes", "img": "0.png", "pid": float("nan"), "sid": "s1"},
+            {"id": "n2", "q": "Is it?", "a": "no", "img": "1.png", "pid": "nan", "sid": "s2"},
+            {"id": "n3", "q": "Is it?", "a": "no", "img": "2.png", "pid": " ", "sid": None},
+            {"id": "n4", "q": "Is it?", "a": "no", "img": "3.png", "pid": "p7", "sid": "NaN"}]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # NaN as JSON writes it
+    (folder / "radbench.yaml").write_text(CONFIG.format(test="test.jsonl").replace(
+        "image: img}", "image: img, patient_id: pid, study_id: sid}"))
+    samples = UserDataset(str(folder)).load("vqa", "test", None, DataOptions())
+    assert [s.cluster_id for s in samples] == ["s1", "s2", "fx-n3", "p7"]
+    assert [(s.patient_id, s.study_id) for s in samples] == [(None, "s1"), (None, "s2"), (None, None), ("p7", None)]
+
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": r["id"], "prediction": "yes", "reference": r["a"], "patient_id": r["pid"]})
+                             + "\n" for r in rows))
+    from radbench.rescore import score_file
+
+    res = score_file(preds, "vqa", "accuracy", tmp_path / "out", 0)
+    clusters = [json.loads(line).get("cluster") for line in (tmp_path / "out" / SCORES).read_text().splitlines()]
+    assert res["n_samples"] == 4 and clusters == ["n1", "n2", "n3", "p7"], clusters

@@ -222,6 +222,23 @@ class Source:
         return self.sample(row, suffix, references=(readable,), metadata={"error": message})
 
 
+# How spreadsheets and pandas spell an empty cell; as an identifier each would join unrelated rows.
+MISSING_IDS = {"", "nan", "none", "null", "na", "n/a", "<na>", "nat"}
+
+
+def identifier(value: Any) -> str | None:
+    """A patient or study id, or None when the field is empty or spells a missing value.
+
+    A ``NaN`` (a JSON number, or pandas' ``"nan"`` in a CSV) is no id: taken as text, every row
+    missing one would share the bootstrap cluster ``"nan"``; as None the sample falls back to its
+    study or sample id, as a row without the column does.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    out = text(value).strip()
+    return None if out.lower() in MISSING_IDS else out
+
+
 def text(value: Any) -> str:
     """A field as text: CSV fields already are; JSON numbers and the like are converted."""
     return value if isinstance(value, str) else ("" if value is None else str(value))

@@ -25,7 +25,7 @@ from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.images import parse_window
 from radbench.tasks.base import DataOptions, cap_images
-from radbench.tasks.datasets.common import Row, Source, parse_json, read_data_bytes, read_rows, text
+from radbench.tasks.datasets.common import Row, Source, identifier, parse_json, read_data_bytes, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
 from radbench.tasks.templates import TEMPLATES_VERSION
 from radbench.types import ImageKind, Sample
@@ -173,7 +173,7 @@ class UserDataset:
         ident = text(get("id")) if "id" in self.columns else ""
         sample = src.sample(row.number, question=question, context=context, references=(answer,), images=images,
                             options=options, answer_type=answer_type, modality=text(get("modality")) or None,
-                            patient_id=text(get("patient_id")) or None, study_id=text(get("study_id")) or None,
+                            patient_id=identifier(get("patient_id")), study_id=identifier(get("study_id")),
                             metadata={"prompt": plan})
         return replace(sample, id=f"{self.name}-{ident}") if ident else sample
 
