@@ -247,3 +247,18 @@ def advise_willneed(path: str | os.PathLike[str]) -> None:
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
     except (OSError, ValueError):
         pass
+
+
+def npy_header_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a ``.npy`` file, from its first bytes, or None when it starts like one.
+
+    ``np.load(allow_pickle=False)`` reports any file without the ``\\x93NUMPY`` magic (a zero-filled
+    file, a truncated download) as "pickled data", which sends users looking for a pickle; the
+    image reader calls this first so the error says what the bytes are.
+    """
+    with open_regular(path) as fh:
+        head = fh.read(6)
+    if head == b"\x93NUMPY":
+        return None
+    what = "empty" if not head else "all zero bytes at the start" if not any(head) else f"it starts with {head!r}"
+    return f"{os.fspath(path)} is not a .npy file (no NumPy header: {what})"

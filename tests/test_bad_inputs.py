@@ -1014,3 +1014,15 @@ def test_a_nan_or_empty_patient_id_is_missing_not_a_cluster(tmp_path: Path) -> N
     res = score_file(preds, "vqa", "accuracy", tmp_path / "out", 0)
     clusters = [json.loads(line).get("cluster") for line in (tmp_path / "out" / SCORES).read_text().splitlines()]
     assert res["n_samples"] == 4 and clusters == ["n1", "n2", "n3", "p7"], clusters
+
+
+def test_a_zero_filled_npy_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """safe_io.npy_header_problem: what the image reader reports instead of numpy's "pickled data"."""
+    from radbench import safe_io
+
+    (tmp_path / "zero.npy").write_bytes(b"\0" * 4096)
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "good.npy", np.zeros((2, 2)))
+    assert safe_io.npy_header_problem(tmp_path / "zero.npy") == f"{tmp_path / 'zero.npy'} is not a .npy file (no NumPy header: all zero bytes at the start)"
+    assert "empty" in (safe_io.npy_header_problem(tmp_path / "empty.npy") or "")
+    assert safe_io.npy_header_problem(tmp_path / "good.npy") is None
