@@ -25,7 +25,7 @@ from radbench.results import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
 from radbench import schemas
 from radbench.leaderboard import verify
-from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json
+from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json, remove_leftover_temporaries
 
 SCHEMA_VERSION = "1"
 
@@ -228,6 +228,7 @@ def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title:
         "groups": [_group(i, g, out_dir) for i, g in enumerate(groups, start=1)],
     }
     schemas.validate(board, "leaderboard")
+    remove_leftover_temporaries(output)  # a build killed mid-write (SIGKILL, SIGTERM) left its temporary
     atomic_write_json(output, board)
     return board
 

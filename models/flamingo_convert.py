@@ -9,6 +9,7 @@ what open_clip <= 2.22 returned when these models were trained.
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def load_lm(model: str, lm_dir: Path, dtype: torch.dtype, device: torch.device) 
         config.bos_token_id, config.eos_token_id, config.pad_token_id = 1, 2, 0  # decapoda configs say 0/1/-1
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(lm_dir), config=config, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, pickle.UnpicklingError) as exc:
+        if loading.needs_unpickling(exc):  # transformers loads .bin files with weights_only=True
+            raise loading.unsafe_pickle(f"model {model!r}: lm_path ", lm_dir, folder=True) from exc
         raise UsageError(f"model {model!r}: cannot load the LM weights in {lm_dir}: {loading.first_line(exc)}") from exc
     return lm.to(device).eval()
 

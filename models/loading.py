@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from contextlib import contextmanager
@@ -55,6 +56,10 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
             raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except UsageError:
         raise
+    except pickle.UnpicklingError as exc:
+        if needs_unpickling(exc):
+            raise unsafe_pickle(who, path) from exc
+        raise UsageError(f"{who}cannot read checkpoint {path}: not a checkpoint ({unpickling_reason(exc)})") from exc
     except Exception as exc:  # torch/safetensors raise many types for corrupt or unsafe files
         raise UsageError(f"{who}cannot read checkpoint {path}: {exc.__class__.__name__}: {first_line(exc)}") from exc
     for wrapper in ("model_state_dict", "state_dict", "model"):
@@ -67,6 +72,39 @@ def load_state_dict(path: Path, model: str = "") -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             out[key[len("module.") :] if key.startswith("module.") else key] = value
     return out
+
+
+def needs_unpickling(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a pickle for naming a class or function (rather
+    than for being garbage bytes, which torch reports with the same exception and preamble)."""
+    return isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """The informative part of torch's multi-paragraph ``UnpicklingError`` (its advice left out)."""
+    text = " ".join(str(exc).split())
+    reason = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0] if \
+        "WeightsUnpickler error:" in text else first_line(exc)
+    return reason.strip()[:200]
+
+
+def unsafe_pickle(who: str, path: Path, folder: bool = False) -> UsageError:
+    """The one-line refusal of a checkpoint that ``torch.load(weights_only=True)`` cannot read.
+
+    torch's own message suggests ``weights_only=False``, which runs whatever code the file holds;
+    radbench never does that, so the message gives the one-time conversion docs/security.md
+    describes instead: the user decides to trust the file once, outside radbench.
+    """
+    target = f"{path}/model.safetensors" if folder else f"{path}.safetensors"
+    source = f"{path}/pytorch_model.bin" if folder else str(path)
+    return UsageError(
+        f"{who}{path} holds pickled objects other than tensors, which radbench never unpickles (they can run code); "
+        "if you trust its source, convert it once to safetensors: python -c \"import torch; from safetensors.torch "
+        f"import save_file; sd = torch.load('{source}', map_location='cpu', weights_only=False); "
+        "sd = sd.get('state_dict', sd); save_file({k: v.contiguous() for k, v in sd.items() "
+        f"if isinstance(v, torch.Tensor)}}, '{target}')\""
+        + (" and move the .bin file(s) out of the folder" if folder else " and pass the .safetensors file")
+        + " (docs/security.md)")
 
 
 def _is_torchscript(path: Path) -> bool:

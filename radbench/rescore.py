@@ -11,18 +11,18 @@ Two input formats:
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from radbench import results, scoring
+from radbench import results, safe_io, scoring
 from radbench.errors import UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.options import MetricSettings
 from radbench.runner import load_task
 from radbench.store import RESULTS, SCORES, read_jsonl, write_jsonl
+from radbench.tasks.datasets.common import identifier
 from radbench.types import stable_hash
 
 RADFM_COLUMNS = ("Question", "Ground Truth", "Pred", "belong_to")
@@ -33,7 +33,9 @@ def _cell(path: Path, row: int, column: str, text: str) -> str:
     if not text.startswith("["):
         return text
     try:
-        value = ast.literal_eval(text)
+        value = safe_io.literal_eval(text)
+    except safe_io.UnsafeInput as exc:
+        raise UsageError(f"{path}: row {row}, column {column!r}: {exc}: {text[:60]!r}") from None
     except (ValueError, SyntaxError):
         raise UsageError(f"{path}: row {row}, column {column!r}: not a Python list literal: {text[:60]!r}") from None
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
@@ -71,7 +73,7 @@ def read_prediction_jsonl(path: Path) -> list[dict[str, Any]]:
         # object is taken; half an object (a crashed writer) is an error, never half-parsed.
         last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
-            tail = json.loads(last.decode("utf-8"))
+            tail = safe_io.loads_json(last.decode("utf-8"), allow_nan=True)
         except (ValueError, UnicodeDecodeError):
             tail = None
         if not isinstance(tail, dict):
@@ -138,7 +140,7 @@ def score_file(path: Path, task_name: str, metrics: str | None, output: Path, se
         answer_type = "closed" if options or str(refs[0]).strip().lower() in ("yes", "no") else "open"
         item = ScoreInput(sample_id, str(rec["prediction"] or ""), tuple(str(r) for r in refs), options, answer_type,
                           str(rec.get("question", "")), str(rec.get("dataset") or ""), dict(rec.get("metadata") or {}))
-        cluster = str(rec.get("patient_id") or rec.get("study_id") or sample_id)
+        cluster = identifier(rec.get("patient_id")) or identifier(rec.get("study_id")) or sample_id
         scored.append(scoring.Scored(item, subset=str(rec.get("dataset") or ""), cluster=cluster))
     report = scoring.score(scored, metric_ids, seed=seed, settings=metric_args)
     if all(m["n"] == 0 for m in report.metrics.values()):

@@ -7,8 +7,14 @@ outgrow can be raised through the environment:
   or volume file read, hashed or prefetched. A larger file (a 2 GB sparse file, a runaway export) fails its sample before a byte of it is read.
 * :data:`MAX_IMAGE_PIXELS` (``RADBENCH_MAX_IMAGE_PIXELS``, default 2**26, 67 megapixels, 8192x8192): the most pixels a
   2D image may decode to; PNG/JPEG "decompression bombs" fail their sample from the header alone.
+* :data:`MAX_DATA_BYTES` (``RADBENCH_MAX_DATA_BYTES``, default 1 GiB): the largest data file (an
+  annotation JSON, a config, a report) read whole into memory; real releases are far smaller
+  (R2Gen's MIMIC-CXR ``annotation.json`` is about 100 MB).
 * :data:`MAX_NESTING` (100): the deepest nesting of a JSON/JSONL/YAML value or a Python list
   literal; deeper input is a data error rather than a ``RecursionError``.
+* :data:`MAX_LITERAL_CHARS` (1 MiB): the longest Python literal (a RadFM CSV cell) parsed. A shorter
+  one that still exhausts CPython's parser (a chain of operators, ``[------...1]``, raises
+  ``MemoryError`` or ``RecursionError`` there) is refused the same way: a data error.
 
 Only regular files are ever opened for reading: a FIFO would block forever and ``/dev/zero``
 (directly or through a symlink) never ends. YAML anchors and aliases are refused outright, so a
@@ -25,7 +31,9 @@ from typing import Any, BinaryIO
 
 MAX_IMAGE_BYTES = int(os.environ.get("RADBENCH_MAX_IMAGE_BYTES", str(1 << 30)))
 MAX_IMAGE_PIXELS = int(os.environ.get("RADBENCH_MAX_IMAGE_PIXELS", str(1 << 26)))
+MAX_DATA_BYTES = int(os.environ.get("RADBENCH_MAX_DATA_BYTES", str(1 << 30)))
 MAX_NESTING = 100
+MAX_LITERAL_CHARS = 1 << 20
 
 
 class UnsafeInput(ValueError):
@@ -40,11 +48,13 @@ def check_path(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def regular_file(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES) -> os.stat_result:
+def regular_file(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES,
+                 setting: str = "RADBENCH_MAX_IMAGE_BYTES") -> os.stat_result:
     """The ``stat`` of ``path`` (symlinks followed) if it is a regular file of at most ``limit`` bytes.
 
     Raises :class:`FileNotFoundError` when nothing is there and :class:`UnsafeInput` for a FIFO,
-    device, socket or an oversized file.
+    device, socket or an oversized file (whose message names ``setting``, the variable that raises
+    the limit).
     """
     text = check_path(path)
     info = os.stat(text)
@@ -54,18 +64,19 @@ def regular_file(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES) -> 
         raise UnsafeInput(f"{text} is not a regular file (a FIFO, device or socket is never read)")
     if info.st_size > limit:
         raise UnsafeInput(f"{text} is {info.st_size} bytes, over the limit of {limit} "
-                          "(raise RADBENCH_MAX_IMAGE_BYTES if it is a real image)")
+                          f"(raise {setting} if the file is real)")
     return info
 
 
-def open_regular(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES,
+                 setting: str = "RADBENCH_MAX_IMAGE_BYTES") -> BinaryIO:
     """Open ``path`` for binary reading only if it is a regular file within ``limit``.
 
     The open itself is non-blocking and the check is repeated on the opened descriptor, so a file
     swapped for a FIFO between the check and the open cannot block.
     """
     text = check_path(path)
-    regular_file(text, limit)
+    regular_file(text, limit, setting)
     fd = os.open(text, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         info = os.fstat(fd)
@@ -118,29 +129,55 @@ def _brackets_depth(text: str) -> int:
     return deepest
 
 
-def loads_json(text: str | bytes, limit: int = MAX_NESTING) -> Any:
-    """``json.loads`` that refuses nesting deeper than ``limit`` and non-finite numbers.
+def read_data(path: str | os.PathLike[str], limit: int = MAX_DATA_BYTES) -> bytes:
+    """The bytes of a data file read whole: only a regular file of at most ``limit`` bytes.
+
+    Raises :class:`FileNotFoundError`, :class:`IsADirectoryError` or :class:`UnsafeInput` (a FIFO,
+    a device, an oversized file), so a reader turns each into one line naming the file.
+    """
+    with open_regular(path, limit, "RADBENCH_MAX_DATA_BYTES") as fh:
+        return fh.read(limit + 1)
+
+
+def loads_json(text: str | bytes, limit: int = MAX_NESTING, allow_nan: bool = False) -> Any:
+    """``json.loads`` that refuses nesting deeper than ``limit`` and, unless ``allow_nan``, non-finite numbers.
+
+    The parse runs first (C speed, and CPython's decoder stops a runaway nesting with a
+    ``RecursionError`` that is caught here); the depth of the parsed value is then checked without
+    recursion, so a value nested between ``limit`` and the interpreter's own limit never reaches code
+    that walks it recursively. Dataset files keep ``allow_nan`` (a ``NaN`` field is a missing value
+    of one row); files radbench ranks or compares refuse it.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` or :class:`UnsafeInput`), never ``RecursionError``.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    if _brackets_depth(text) > limit:
-        raise UnsafeInput(f"JSON nested deeper than {limit} levels")
 
     def constant(name: str) -> float:
+        if allow_nan:
+            return float(name)
         raise UnsafeInput(f"JSON contains the non-finite number {name}")
 
     try:
-        return json.loads(text, parse_constant=constant)
+        value = json.loads(text, parse_constant=constant)
     except RecursionError:
         raise UnsafeInput(f"JSON nested deeper than {limit} levels") from None
+    try:
+        _depth(value, limit)
+    except UnsafeInput:
+        raise UnsafeInput(f"JSON nested deeper than {limit} levels") from None
+    return value
 
 
 def literal_eval(text: str, limit: int = MAX_NESTING) -> Any:
-    """``ast.literal_eval`` with a nesting limit (long flat lists are fine; deep ones are refused)."""
+    """``ast.literal_eval`` with a nesting and a length limit (flat lists are fine; deep ones are refused).
+
+    Raises ``ValueError`` (:class:`UnsafeInput` for a refused literal) or ``SyntaxError``.
+    """
     import ast
 
+    if len(text) > MAX_LITERAL_CHARS:
+        raise UnsafeInput(f"literal of {len(text)} characters is over the limit of {MAX_LITERAL_CHARS}")
     if _brackets_depth(text) > limit:
         raise UnsafeInput(f"literal nested deeper than {limit} levels")
     try:
@@ -210,3 +247,18 @@ def advise_willneed(path: str | os.PathLike[str]) -> None:
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
     except (OSError, ValueError):
         pass
+
+
+def npy_header_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a ``.npy`` file, from its first bytes, or None when it starts like one.
+
+    ``np.load(allow_pickle=False)`` reports any file without the ``\\x93NUMPY`` magic (a zero-filled
+    file, a truncated download) as "pickled data", which sends users looking for a pickle; the
+    image reader calls this first so the error says what the bytes are.
+    """
+    with open_regular(path) as fh:
+        head = fh.read(6)
+    if head == b"\x93NUMPY":
+        return None
+    what = "empty" if not head else "all zero bytes at the start" if not any(head) else f"it starts with {head!r}"
+    return f"{os.fspath(path)} is not a .npy file (no NumPy header: {what})"

@@ -8,14 +8,18 @@ Every other file in the directory (``scores.jsonl``, ``results.json``) is derive
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import tempfile
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.types import Prediction, stable_hash
 
@@ -37,6 +41,26 @@ def prediction_key(sample_id: str, prompt_hash: str, model_fingerprint: str, gen
     return stable_hash([sample_id, prompt_hash, model_fingerprint, gen_kwargs])
 
 
+# A full disk, an exceeded quota, an oversized file, a location turned read-only or forbidden.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write to ``path`` (disk full, quota, read-only) into one line naming it.
+
+    Everything written before stays: predictions already appended are whole lines (a torn last line
+    is dropped on resume), and a file replaced atomically keeps its previous version.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        raise UsageError(f"{path}: cannot write ({os.strerror(exc.errno)}); everything written before is kept: "
+                         "free space (or fix permissions) and re-run the same command to resume") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -45,20 +69,21 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; published files follow the umask
-        # A path with non-UTF-8 bytes reaches here as lone surrogates; they are written escaped
-        # (\udcff), so the file stays valid UTF-8 and the write cannot fail halfway.
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; published files follow the umask
+            # A path with non-UTF-8 bytes reaches here as lone surrogates; they are written escaped
+            # (\udcff), so the file stays valid UTF-8 and the write cannot fail halfway.
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def remove_stale_temporaries(directory: Path) -> None:
@@ -66,6 +91,21 @@ def remove_stale_temporaries(directory: Path) -> None:
     for name in (PREDICTIONS, SCORES, RESULTS):
         for tmp in directory.glob(f".{name}.*"):
             tmp.unlink(missing_ok=True)
+
+
+def remove_leftover_temporaries(path: Path, min_age_s: float = 60.0) -> None:
+    """Delete the temporaries that a killed :func:`atomic_write_text` of ``path`` left (``.NAME.*``).
+
+    For files written without a lock (a leaderboard): only temporaries older than ``min_age_s`` are
+    removed, since a write in progress holds its temporary for milliseconds, never a minute.
+    """
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        try:
+            if now - tmp.lstat().st_mtime >= min_age_s and tmp.is_file():
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -94,7 +134,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         is_last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
         complete = number < len(lines)  # a line followed by "\n" was fully written
         try:
-            record = json.loads(line.decode("utf-8"))
+            record = safe_io.loads_json(line.decode("utf-8"), allow_nan=True)  # nesting bounded
             if not isinstance(record, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -156,35 +196,43 @@ class PredictionStore:
         overlaps the next batch's generation; the next append waits for it, so at most one batch is
         ever not yet on disk, and everything is when the block exits.
         """
-        self.write_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.write_path, "a", encoding="utf-8") as fh, ThreadPoolExecutor(max_workers=1) as syncer:
+        with write_errors(self.write_path):
+            self.write_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.write_path, "a", encoding="utf-8")
+        with ThreadPoolExecutor(max_workers=1) as syncer:
             self._fh, self._syncer = fh, syncer
             try:
                 yield
             finally:
-                self._wait_for_sync()
                 self._fh = self._syncer = None
+                # Closing flushes what a failed write left buffered: a full disk fails here again.
+                with write_errors(self.write_path):
+                    try:
+                        self._wait_for_sync()
+                    finally:
+                        fh.close()
 
     def _wait_for_sync(self) -> None:
         if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def append(self, predictions: list[Prediction]) -> None:
         if not predictions:
             return
         payload = "".join(json.dumps(p.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for p in predictions)
-        if self._fh is None:
-            self.write_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.write_path, "a", encoding="utf-8") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-        else:
-            self._wait_for_sync()
-            self._fh.write(payload)
-            self._fh.flush()
-            self._pending = self._syncer.submit(os.fsync, self._fh.fileno())
+        with write_errors(self.write_path):
+            if self._fh is None:
+                self.write_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.write_path, "a", encoding="utf-8") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            else:
+                self._wait_for_sync()
+                self._fh.write(payload)
+                self._fh.flush()
+                self._pending = self._syncer.submit(os.fsync, self._fh.fileno())
         for p in predictions:
             self.records[p.key] = p.to_json()
 

@@ -646,7 +646,8 @@ def test_checkpoint_with_wrong_keys_or_corrupt_bytes(tmp_path: Path, capsys: pyt
     assert_usage_error(cli(capsys, *args), str(weights), "embedding_layer.fc.weight",
                        "embedding_layer.fc_renamed.weight")
     weights.write_bytes(b"not a checkpoint at all")
-    assert_usage_error(cli(capsys, *args), f"cannot read checkpoint {weights}")
+    err = assert_usage_error(cli(capsys, *args), f"cannot read checkpoint {weights}: not a checkpoint")
+    assert "weights_only" not in err  # torch's advice to unpickle anyway is never repeated
     assert not (tmp_path / "run" / PREDICTIONS).exists()
 
 
@@ -779,3 +780,249 @@ def test_compare_markdown_with_a_non_utf8_path_is_written_whole(demo_runs: dict[
     code, out, err = cli(capsys, "leaderboard", "build", str(odd), "--output", str(board))
     assert code == 0, err
     assert board.stat().st_size > 0 and not list(tmp_path.glob(".lb.json.*"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Nesting and size limits (radbench/safe_io.py): one line or a counted failure, never RecursionError
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # CPython's json raises RecursionError on it
+# Nested 150 levels: parses in CPython, but deeper than safe_io.MAX_NESTING (100).
+NESTED_150 = json.dumps({"id": "x", "q": json.loads("[" * 150 + "]" * 150)})
+
+
+def _deep_published(root: Path, layout: str) -> Path:
+    from tests.support import published_roots as pr
+
+    build, name = {"vqa-rad": (pr.vqa_rad_osf, "VQA_RAD Dataset Public.json"), "slake": (pr.slake, "Slake1.0/test.json"),
+                   "iu-xray": (pr.r2gen, "iu_xray/annotation.json")}[layout]
+    build(root)
+    (root / name).write_text(DEEP_JSON)
+    return root / name
+
+
+@pytest.mark.parametrize("dataset", ["vqa-rad", "slake", "iu-xray"])
+def test_deeply_nested_published_json_is_one_line(dataset: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = _deep_published(tmp_path / "root", dataset)
+    task = "report" if dataset == "iu-xray" else "vqa"
+    assert_usage_error(cli(capsys, "validate", "--task", task, "--dataset", dataset, "--data-root", str(tmp_path / "root")),
+                       str(path), "nested deeper than 100 levels")
+
+
+@pytest.mark.parametrize("name", ["radiology_article_npy_test.json", "modality_set.json"])
+def test_deeply_nested_radfm_json_is_one_line(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = build_radfm_root(tmp_path / "data")
+    (root / "data_csv" / name).write_text(DEEP_JSON)
+    task, dataset = ("report", "radbench") if name.startswith("radiology") else ("diagnosis", "radio-modality")
+    assert_usage_error(cli(capsys, "validate", "--task", task, "--dataset", dataset, "--data-root", str(root)),
+                       name, "nested deeper than 100 levels")
+
+
+@pytest.mark.parametrize("body", [DEEP_JSON, NESTED_150], ids=["recursion", "150-levels"])
+def test_deeply_nested_user_files_are_one_line_or_a_counted_failure(body: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = make_dataset(tmp_path / "fx", test_file="test.json", raw_test=body.encode())
+    assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                       str(folder / "test.json"), "nested deeper than 100 levels")
+    rows = "".join(json.dumps(_row(*r)) + "\n" for r in GOOD) + body + "\n"
+    folder = make_dataset(tmp_path / "fl", raw_test=rows.encode())
+    out = tmp_path / "run"
+    assert run_user(capsys, folder, out) == 0
+    assert_counted_failure(out, "fx-test-00005", "row 5: JSON nested deeper than 100 levels")
+    for config, text in (("radbench.json", DEEP_JSON), ("radbench.yaml", "name: " + "[" * 100_000 + "]" * 100_000)):
+        cfg = make_dataset(tmp_path / config)
+        (cfg / "radbench.yaml").unlink()
+        (cfg / config).write_text(text)
+        assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(cfg)),
+                           str(cfg / config), "nested deeper than 100 levels")
+
+
+def test_yaml_aliases_never_expand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A billion-laughs config (about 400 bytes, 9**8 strings once expanded) is refused from its first anchor."""
+    import resource
+
+    levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    text = "task: vqa\ndata: test.jsonl\ncolumns: {question: q, answer: a, image: img}\nname: {" + ", ".join(levels) + "}\n"
+    assert 350 < len(text) < 500
+    folder = make_dataset(tmp_path / "fx")
+    (folder / "radbench.yaml").write_text(text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                       str(folder / "radbench.yaml"), "YAML anchor &a at line 4", "anchors and aliases are not allowed")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was expanded
+
+
+@pytest.mark.parametrize("literal, needle", [
+    ("[" * 300 + "]" * 300, "nested deeper than 100 levels"),
+    ("[" + "-" * 100_000 + "1]", "too deep or too large to parse"),  # MemoryError inside CPython's parser
+    ("[" + "1+" * 50_000 + "1]", "too deep or too large to parse"),  # RecursionError building the AST
+])
+def test_hostile_list_literals_are_one_line_or_a_counted_failure(literal: str, needle: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    radfm = tmp_path / "radfm.csv"
+    write_csv(radfm, ["Question", "Ground Truth", "Pred", "belong_to"], [["['q']", "['a']", literal, "['x']"]])
+    assert_usage_error(cli(capsys, "score", str(radfm), "--task", "vqa", "--output", str(tmp_path / "out")),
+                       str(radfm), "row 1, column 'Pred'", needle)
+
+    root = build_radfm_root(tmp_path / "data")
+    path = root / "data_csv" / "filtered_case_report_test.csv"
+    write_csv(path, ["PMC_id", "img_ref", "context", "question", "answer"],
+              [["PMC1", "['1']", "A case.", "Q:Is it?", "A:yes"], ["PMC2", literal, "A case.", "Q:Is it?", "A:no"]])
+    from radbench.tasks.base import DataOptions, failed_row, load_split
+    from radbench import registry
+
+    samples = load_split(registry.get("datasets", "pmc-casereport")(), "vqa", "test",
+                         DataOptions(str(root), DataOptions.parse_image_roots([image_root_arg(root)])))
+    problems = [failed_row(s) for s in samples]
+    assert problems[0] is None and needle in (problems[1] or ""), problems
+
+
+def test_deeply_nested_score_and_store_lines_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radbench.errors import UsageError
+    from radbench.store import read_jsonl
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "1", "prediction": "a", "reference": "a"}) + "\n" + DEEP_JSON + "\n")
+    assert_usage_error(cli(capsys, "score", str(preds), "--task", "vqa", "--output", str(tmp_path / "s")),
+                       str(preds), "line 2", "nested deeper than 100 levels")
+    log = tmp_path / PREDICTIONS
+    log.write_text(NESTED_150 + "\n" + json.dumps({"key": "k", "id": "x"}) + "\n")
+    with pytest.raises(UsageError, match="line 1 .*nested deeper than 100 levels"):
+        read_jsonl(log)
+
+
+# ------------------------------------------------------------------------------------------------
+# A disk that fills up mid-run: one line, exit 2, nothing already written is lost
+
+
+class _FillingFile:
+    """A text file that accepts ``budget`` more characters, writes part of the next write, then fails
+    with ENOSPC as a full disk does (every later write and flush fails too)."""
+
+    def __init__(self, real: Any, budget: list[int]) -> None:
+        self.real, self.budget = real, budget
+
+    def write(self, text: str) -> int:
+        import errno
+
+        if len(text) > self.budget[0]:
+            self.real.write(text[: self.budget[0]])
+            self.real.flush()
+            self.budget[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.budget[0] -= len(text)
+        return self.real.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __enter__(self) -> "_FillingFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.real.close()
+
+
+def test_a_disk_filling_up_mid_run_is_one_line_and_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from radbench import store
+
+    args = ["run", "--model", ECHO, "--task", "vqa", "--dataset", "demo", "--limit", "12", "--batch-size", "2", "--quiet"]
+    assert cli(capsys, *args, "--output", str(tmp_path / "clean"))[0] == 0
+    clean = (tmp_path / "clean" / PREDICTIONS).read_text()
+    record = len(clean.splitlines()[0]) + 1
+
+    out = tmp_path / "full"
+    budget = [int(record * 5.5)]  # two batches and a half of the third fit on the disk
+    monkeypatch.setattr(store, "open", lambda *a, **k: _FillingFile(open(*a, **k), budget), raising=False)
+    err = assert_usage_error(cli(capsys, *args, "--output", str(out)), str(out / PREDICTIONS), "No space left on device",
+                             "re-run the same command to resume")
+    written = (out / PREDICTIONS).read_text()
+    whole = written[: written.rfind("\n") + 1].splitlines()
+    assert len(whole) >= 4 and written != whole  # the first batches are whole lines, then a torn one
+    assert not (out / RESULTS).exists(), err
+    monkeypatch.undo()
+
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:  # the up-front write check still passes (it writes 4 KiB)
+        if ".radbench-write-check." not in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    def temporaries() -> list[str]:
+        return [p.name for p in out.iterdir() if p.name.startswith(".") and not p.name.startswith(".radbench.lock")]
+
+    # The background fsync of an append fails the same way.
+    monkeypatch.setattr(store.os, "fsync", full_disk)
+    assert_usage_error(cli(capsys, *args, "--output", str(out)), str(out / PREDICTIONS), "No space left on device")
+    monkeypatch.undo()
+    assert not temporaries() and not (out / RESULTS).exists()
+
+    # Space freed: the same command resumes, keeps what was written and ends as an uninterrupted run.
+    assert cli(capsys, *args, "--output", str(out))[0] == 0
+    assert (out / PREDICTIONS).read_text() == clean
+    assert (out / SCORES).read_text() == (tmp_path / "clean" / SCORES).read_text()
+
+    # A re-run that cannot write its files: one line, the previous files kept whole, no temporaries.
+    before = {name: (out / name).read_bytes() for name in (PREDICTIONS, SCORES, RESULTS)}
+    monkeypatch.setattr(store.os, "fsync", full_disk)
+    assert_usage_error(cli(capsys, *args, "--output", str(out)), "No space left on device")
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in before} == before and not temporaries()
+
+
+# ------------------------------------------------------------------------------------------------
+# Minor: text encodings and missing identifiers
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_a_utf16_csv_is_named_as_such_without_raw_nul_bytes(encoding: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    raw = "id,q,a,img\ng1,Is it?,yes,0.png\n".encode(encoding)  # with and without a byte-order mark
+    folder = make_dataset(tmp_path / "fx", test_file="test.csv", raw_test=raw)
+    err = assert_usage_error(cli(capsys, "validate", "--task", "vqa", "--dataset", str(folder)),
+                             str(folder / "test.csv"), "file is UTF-16", "save it as UTF-8")
+    assert "\0" not in err
+
+
+def test_a_nan_or_empty_patient_id_is_missing_not_a_cluster(tmp_path: Path) -> None:
+    from radbench.tasks.base import DataOptions
+    from radbench.tasks.datasets.user import UserDataset
+
+    folder = make_dataset(tmp_path / "fx")
+    rows = [{"id": "n1", "q": "Is it?", "a": "yes", "img": "0.png", "pid": float("nan"), "sid": "s1"},
+            {"id": "n2", "q": "Is it?", "a": "no", "img": "1.png", "pid": "nan", "sid": "s2"},
+            {"id": "n3", "q": "Is it?", "a": "no", "img": "2.png", "pid": " ", "sid": None},
+            {"id": "n4", "q": "Is it?", "a": "no", "img": "3.png", "pid": "p7", "sid": "NaN"}]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # NaN as JSON writes it
+    (folder / "radbench.yaml").write_text(CONFIG.format(test="test.jsonl").replace(
+        "image: img}", "image: img, patient_id: pid, study_id: sid}"))
+    samples = UserDataset(str(folder)).load("vqa", "test", None, DataOptions())
+    assert [s.cluster_id for s in samples] == ["s1", "s2", "fx-n3", "p7"]
+    assert [(s.patient_id, s.study_id) for s in samples] == [(None, "s1"), (None, "s2"), (None, None), ("p7", None)]
+
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": r["id"], "prediction": "yes", "reference": r["a"], "patient_id": r["pid"]})
+                             + "\n" for r in rows))
+    from radbench.rescore import score_file
+
+    res = score_file(preds, "vqa", "accuracy", tmp_path / "out", 0)
+    clusters = [json.loads(line).get("cluster") for line in (tmp_path / "out" / SCORES).read_text().splitlines()]
+    assert res["n_samples"] == 4 and clusters == ["n1", "n2", "n3", "p7"], clusters
+
+
+def test_a_zero_filled_npy_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """safe_io.npy_header_problem: what the image reader reports instead of numpy's "pickled data"."""
+    from radbench import safe_io
+
+    (tmp_path / "zero.npy").write_bytes(b"\0" * 4096)
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "good.npy", np.zeros((2, 2)))
+    assert safe_io.npy_header_problem(tmp_path / "zero.npy") == f"{tmp_path / 'zero.npy'} is not a .npy file (no NumPy header: all zero bytes at the start)"
+    assert "empty" in (safe_io.npy_header_problem(tmp_path / "empty.npy") or "")
+    assert safe_io.npy_header_problem(tmp_path / "good.npy") is None

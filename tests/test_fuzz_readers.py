@@ -273,3 +273,91 @@ def test_fuzz_fixture_root_is_untouched(radfm_root: Path) -> None:
     for path in (radfm_root / "data_csv").iterdir():
         assert path.read_bytes() == (fresh / "data_csv" / path.name).read_bytes(), path.name
     shutil.rmtree(fresh)
+
+
+# ------------------------------------------------------------------------------------------------
+# The publishers' own layouts (tasks/datasets/{vqa_rad_osf,slake_json,pmc_vqa_csv,mimic_cxr_jpg,r2gen,hub_parquet}.py)
+
+OSF_KEYS = ["qid", "phrase_type", "image_name", "question", "answer", "answer_type"]
+SLAKE_KEYS = ["qid", "img_name", "question", "answer", "q_lang", "answer_type"]
+PMC_KEYS = ["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C", "Choice D", "Answer_label"]
+R2GEN_KEYS = ["id", "report", "image_path", "split", "study_id", "subject_id"]
+# id: (dataset, task, builder name, file under the root, how the fuzzed file is made)
+PUBLISHED = {
+    "vqa-rad-osf": ("vqa-rad", "vqa", "vqa_rad_osf", "VQA_RAD Dataset Public.json", "json"),
+    "slake": ("slake", "vqa", "slake", "Slake1.0/test.json", "json"),
+    "pmc-vqa": ("pmc-vqa", "vqa", "pmc_vqa", "test_clean.csv", "csv"),
+    "mimic-split": ("mimic-cxr", "report", "mimic_cxr_jpg", "mimic-cxr-2.0.0-split.csv.gz", "csv.gz"),
+    "mimic-metadata": ("mimic-cxr", "report", "mimic_cxr_jpg", "mimic-cxr-2.0.0-metadata.csv.gz", "csv.gz"),
+    "mimic-report": ("mimic-cxr", "report", "mimic_cxr_jpg", "mimic-cxr-reports/files/p10/p10000032/s50414267.txt", "txt"),
+    "r2gen": ("iu-xray", "report", "r2gen", "iu_xray/annotation.json", "r2gen"),
+    "hub-parquet": ("vqa-rad", "vqa", "vqa_rad_parquet", "data/test-00000-of-00001-0123456789abcdef.parquet", "parquet"),
+}
+PUBLISHED_KEYS = {"vqa-rad-osf": OSF_KEYS, "slake": SLAKE_KEYS, "pmc-vqa": PMC_KEYS, "r2gen": R2GEN_KEYS,
+                  "mimic-split": ["dicom_id", "study_id", "subject_id", "split"],
+                  "mimic-metadata": ["dicom_id", "subject_id", "study_id", "ViewPosition"]}
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.fixture(scope="module")
+def published_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.support import published_roots as pr
+
+    return {target: getattr(pr, builder)(tmp_path_factory.mktemp(target))
+            for target, (_, _, builder, _, _) in PUBLISHED.items()}
+
+
+@st.composite
+def published_file(draw: st.DrawFn, target: str, original: bytes) -> bytes:
+    """The bytes of a publisher's file: well-formed over its keys, mutated, cut, random or deeply nested."""
+    import gzip
+
+    kind = PUBLISHED[target][4]
+    keys = PUBLISHED_KEYS.get(target, [])
+    how = draw(st.sampled_from(["generated"] * 4 + ["truncate", "random", "nested", "insert"]))
+    if how == "nested":
+        raw = NESTED.encode()
+    elif how == "random":
+        raw = draw(st.binary(max_size=200))
+    elif how == "truncate":
+        raw = original[: draw(st.integers(0, len(original)))]
+    elif how == "insert":
+        at = draw(st.integers(0, len(original)))
+        raw = original[:at] + draw(st.sampled_from([b"\xff", b"\x00", b"{", b"[", b'"', b",", b"\n"])) + original[at:]
+    elif kind == "json":
+        raw = _dumps(draw(_records(keys))).encode("utf-8", "surrogatepass")
+    elif kind == "r2gen":
+        splits = st.dictionaries(st.sampled_from(["test", "train", "val", "other"]), _records(keys), max_size=3)
+        raw = _dumps(draw(st.one_of(splits, json_value))).encode("utf-8", "surrogatepass")
+    elif kind in ("csv", "csv.gz"):
+        raw = draw(data_file(keys, "csv"))
+        if kind == "csv.gz" and draw(st.booleans()):
+            raw = gzip.compress(raw)
+    elif kind == "txt":
+        raw = draw(st.sampled_from([b"", b"FINDINGS:\n", b"IMPRESSION: ok.\n", b"\xff\xfe", b"FINDINGS: \x00 x\n"]))
+        raw += draw(st.binary(max_size=60))
+    else:  # parquet: the real file cut or corrupted
+        raw = original[: draw(st.integers(0, len(original)))] + draw(st.binary(max_size=40))
+    return raw
+
+
+@pytest.mark.parametrize("target", sorted(PUBLISHED))
+@FUZZ
+@given(data=st.data())
+def test_published_file_gives_samples_or_a_usage_error(target: str, published_roots: dict[str, Path],
+                                                       data: st.DataObject) -> None:
+    from radbench.tasks.base import load_split
+
+    dataset, task, _, name, _ = PUBLISHED[target]
+    root = published_roots[target]
+    path = root / name
+    original = path.read_bytes()
+    path.write_bytes(data.draw(published_file(target, original), label="file"))
+    try:
+        samples = load_split(registry.get("datasets", dataset)(), task, "test", DataOptions(str(root)))
+    except UsageError as exc:
+        assert str(exc).strip() and "\0" not in str(exc)
+        return
+    finally:
+        path.write_bytes(original)
+    _use(samples, task)

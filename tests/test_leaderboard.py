@@ -422,3 +422,30 @@ def test_untampered_runs_still_build(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "lb.json"
     assert _build(str(root), "--output", str(out)) == 0
     assert "NaN" not in out.read_text() and "Infinity" not in out.read_text()
+
+
+def test_a_build_killed_mid_write_leaves_nothing_the_next_build_keeps(runs: Path, tmp_path: Path) -> None:
+    """A build SIGKILLed between writing its temporary and renaming it leaves ``.lb.json.*``; the next
+    build removes it (a temporary a minute old is no write in progress) and keeps a fresh one."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import TESTS
+
+    board = tmp_path / "lb.json"
+    script = ("import os, signal, sys; os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+              "from radbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "leaderboard", "build", str(runs / "majority-diagnosis"),
+                           "--output", str(board)], cwd=TESTS.parent, env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    left = list(tmp_path.glob(".lb.json.*"))
+    assert len(left) == 1 and not board.exists()
+    old = time.time() - 120
+    os.utime(left[0], (old, old))
+    fresh = tmp_path / ".lb.json.inprogress"
+    fresh.write_text("{}")
+    assert _build(str(runs / "majority-diagnosis"), "--output", str(board)) == 0
+    assert board.is_file() and sorted(tmp_path.glob(".lb.json.*")) == [fresh]

@@ -145,3 +145,53 @@ def test_redact_url_hides_userinfo_and_secret_query_values() -> None:
     got = redact_url("https://me:pw@h.example/v1?api-version=1&api-key=K1&X-Amz-Signature=K2&access_token=K3")
     assert got == f"https://{REDACTED}@h.example/v1?api-version=1&api-key={REDACTED}&X-Amz-Signature={REDACTED}&access_token={REDACTED}"
     assert redact({"note": "failed at http://h/v1?token=abc, retry"}) == {"note": f"failed at http://h/v1?token={REDACTED}, retry"}
+
+
+def _pickled_llama(folder: Path) -> Path:
+    """A transformers LLaMA folder whose only weights file also pickles an ``argparse.Namespace``."""
+    import argparse
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from radbench.models import tiny
+
+    lm = LlamaForCausalLM(tiny.tiny_llama_config(64))
+    lm.config.save_pretrained(folder)
+    torch.save({**lm.state_dict(), "args": argparse.Namespace(lr=1e-4)}, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_a_pickled_lm_path_is_one_line_with_the_conversion_steps(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Med-Flamingo's ``lm_path`` weights that need unpickling: exit 2, one line, never torch's advice."""
+    pytest.importorskip("transformers")
+    from radbench.cli import main
+
+    lm = _pickled_llama(tmp_path / "llama")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.pt").write_bytes(b"")
+    (tmp_path / "clip.bin").write_bytes(b"")
+    code = main(["run", "--model", "medflamingo", "--task", "vqa", "--dataset", "demo", "--output", str(tmp_path / "run"),
+                 "--quiet", "--model-args", f"checkpoint={tmp_path / 'ckpt'},lm_path={lm},vision_path={tmp_path / 'clip.bin'}"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err, err
+    assert f"lm_path {lm} holds pickled objects" in err and "weights_only=False will likely succeed" not in err
+    assert f"save_file(" in err and f"'{lm}/model.safetensors'" in err and "docs/security.md" in err
+
+
+def test_a_pickled_checkpoint_is_refused_with_the_conversion_steps(tmp_path: Path) -> None:
+    """The same for any checkpoint read through ``load_state_dict``; the steps it prints work."""
+    import torch
+
+    from radbench.models.loading import load_state_dict
+
+    path = _pickled_llama(tmp_path / "llama") / "pytorch_model.bin"
+    with pytest.raises(UsageError) as info:
+        load_state_dict(path, "medflamingo")
+    message = str(info.value)
+    assert "\n" not in message and "will likely succeed" not in message
+    command = re.search(r'python -c "(.+?)"', message).group(1)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=120)
+    converted = load_state_dict(Path(f"{path}.safetensors"), "medflamingo")
+    assert set(converted) == set(torch.load(path, weights_only=False)) - {"args"}

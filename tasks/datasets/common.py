@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions
 from radbench.types import ImageKind, ImageRef, Sample
@@ -47,18 +48,47 @@ def _undecodable(value: Any) -> bool:
 def parse_json(text: str, path: Path) -> Any:
     """JSON from ``text``; malformed JSON is a one-line error naming the file, line and column."""
     try:
-        return json.loads(text)
+        # NaN stays a value (a missing field of one row); nesting past safe_io.MAX_NESTING is refused
+        return safe_io.loads_json(text, allow_nan=True)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except safe_io.UnsafeInput as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
-def _decode(path: Path) -> str:
+def utf16_problem(data: bytes) -> str | None:
+    """Why ``data`` is UTF-16/32 rather than UTF-8 (a byte-order mark, or a NUL in every other byte), if it is.
+
+    Excel and PowerShell save "Unicode" text as UTF-16; decoded as UTF-8 every other character is a
+    NUL, and an error message quoting such a header would print raw NUL bytes.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+    even, odd = data[:4096:2], data[1:4096:2]
+    if len(odd) >= 2:
+        nuls = sorted((even.count(0) / len(even), odd.count(0) / len(odd)))
+        if nuls[0] <= 0.1 and nuls[1] >= 0.9:
+            return "file is UTF-16 (every other byte is NUL); save it as UTF-8"
+    return None
+
+
+def read_data_bytes(path: Path) -> bytes:
+    """A data file's bytes, read whole only if it is a regular file within ``safe_io.MAX_DATA_BYTES``."""
     try:
-        data = path.read_bytes()
+        return safe_io.read_data(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a folder, expected a data file") from None
+    except (OSError, safe_io.UnsafeInput) as exc:
+        raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _decode(path: Path) -> str:
+    data = read_data_bytes(path)
+    problem = utf16_problem(data)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
     # surrogateescape keeps undecodable bytes visible, so the bad rows (not the file) fail
     return data.decode("utf-8-sig", errors="surrogateescape")
 
@@ -76,9 +106,12 @@ def read_rows(path: Path, required: Sequence[str] = ()) -> Iterator[Row]:
     elif suffix == ".jsonl":
         for number, line in enumerate((ln for ln in text.splitlines() if ln.strip()), start=1):
             try:
-                value = json.loads(line)
+                value = safe_io.loads_json(line, allow_nan=True)
             except json.JSONDecodeError as exc:
                 yield Row(number, {}, f"malformed JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except safe_io.UnsafeInput as exc:
+                yield Row(number, {}, str(exc))
                 continue
             yield _record_row(number, value, required)
     elif suffix == ".json":
@@ -187,6 +220,23 @@ class Source:
                        for ch in reference)
         readable = lone.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return self.sample(row, suffix, references=(readable,), metadata={"error": message})
+
+
+# How spreadsheets and pandas spell an empty cell; as an identifier each would join unrelated rows.
+MISSING_IDS = {"", "nan", "none", "null", "na", "n/a", "<na>", "nat"}
+
+
+def identifier(value: Any) -> str | None:
+    """A patient or study id, or None when the field is empty or spells a missing value.
+
+    A ``NaN`` (a JSON number, or pandas' ``"nan"`` in a CSV) is no id: taken as text, every row
+    missing one would share the bootstrap cluster ``"nan"``; as None the sample falls back to its
+    study or sample id, as a row without the column does.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    out = text(value).strip()
+    return None if out.lower() in MISSING_IDS else out
 
 
 def text(value: Any) -> str:

@@ -14,7 +14,6 @@ objects as RadFM's readers, with lazy image references and per-row failures.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -23,7 +22,7 @@ from radbench import hub
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets import radfm
-from radbench.tasks.datasets.common import Source, locate
+from radbench.tasks.datasets.common import Source, locate, parse_json, read_data_bytes, utf16_problem
 from radbench.tasks.templates import PromptLibrary, plan_all
 from radbench.types import Sample
 
@@ -165,14 +164,13 @@ class PublishedDataset:
 
 def load_json(path: Path) -> Any:
     """A whole JSON file; unreadable or malformed is one line naming it."""
+    data = read_data_bytes(path)
+    problem = utf16_problem(data)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return parse_json(text, path)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -78,8 +79,12 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             if missing:
                 raise UsageError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'no header'})")
             for number, row in enumerate(reader, start=1):
+                # PhysioNet's tables are whole files; a short row means the file is damaged, not one study
+                if any(row.get(c) is None for c in required):
+                    raise UsageError(f"{path}: row {number}: missing field(s) "
+                                     f"{', '.join(c for c in required if row.get(c) is None)}")
                 yield number, row
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise UsageError(f"{path}: not a readable gzip CSV ({' '.join(str(exc).split())[:200]})") from None
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from radbench.errors import UsageError
-from radbench.tasks.datasets.common import Source, text
+from radbench.tasks.datasets.common import Source, identifier, text
 from radbench.tasks.datasets.formats import Format, load_json
 from radbench.tasks.datasets.radfm_files import clean_answer
 from radbench.types import Sample
@@ -54,10 +54,10 @@ def read(found: Path, src: Source) -> list[Sample]:
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
             out.append(src.broken(number, f"{where}: image_path must be a non-empty list of paths", text(record["report"])))
             continue
-        study = text(record.get("study_id")) or text(record["id"])
+        study = identifier(record.get("study_id")) or text(record["id"])
         out.append(src.sample(number, references=(clean_answer(text(record["report"]).strip()),),
                               images=tuple(src.image(p, "2d") for p in paths), study_id=study,
-                              patient_id=text(record.get("subject_id")) or None,
+                              patient_id=identifier(record.get("subject_id")),
                               metadata={"r2gen_id": text(record["id"])}))
     return out
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets import radfm_files as rf
-from radbench.tasks.datasets.common import Source, locate
+from radbench.tasks.datasets.common import Source, locate, read_data_bytes
 from radbench.tasks.templates import FAMILIES, PromptLibrary, plan_all
 from radbench.types import Sample
 
@@ -52,9 +53,9 @@ def _both(test: tuple[str, ...], train: tuple[str, ...]) -> dict[str, tuple[str,
 def load_auxiliary(role: str, path: Path) -> Any:
     """The modality list of ``modality_set.json``, or the article titles (keys of ``articles_resave.json``)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safe_io.loads_json(read_data_bytes(path).decode("utf-8"), allow_nan=True)
         json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape ("\ud800") is not text
-    except (UnicodeError, json.JSONDecodeError) as exc:
+    except (UnicodeError, ValueError) as exc:  # JSONDecodeError and safe_io.UnsafeInput are ValueErrors
         raise UsageError(f"{path}: not valid UTF-8 JSON ({exc})") from None
     if role == "modalities":
         if not isinstance(data, dict) or not isinstance(data.get("modality"), list):

@@ -17,13 +17,13 @@ whether two runs read the same content.
 
 from __future__ import annotations
 
-import ast
 import posixpath
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from radbench import safe_io
 from radbench.errors import SampleError, UsageError
 from radbench.tasks.datasets.common import Row, Source, read_rows, text
 from radbench.types import RATIONALE_SEPARATOR, ImageKind, ImageRef, Sample, stable_hash
@@ -128,9 +128,11 @@ def case_report_csv(src: Source, figure_dir: str = "figures") -> list[Sample]:
     def build(row: Row) -> Sample:
         v = row.values
         try:
-            figures = ast.literal_eval(text(v["img_ref"]))
+            figures = safe_io.literal_eval(text(v["img_ref"]))
+        except safe_io.UnsafeInput as exc:
+            raise RowError(f"img_ref {text(v['img_ref'])[:60]!r}: {exc}") from None
         except (ValueError, SyntaxError):
-            raise RowError(f"img_ref {text(v['img_ref'])!r} is not a list literal") from None
+            raise RowError(f"img_ref {text(v['img_ref'])[:60]!r} is not a list literal") from None
         if not isinstance(figures, (list, tuple)):
             raise RowError(f"img_ref {text(v['img_ref'])!r} is not a list")
         pmc = text(v["PMC_id"])

@@ -21,10 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.images import parse_window
 from radbench.tasks.base import DataOptions, cap_images
-from radbench.tasks.datasets.common import Row, Source, parse_json, read_rows, text
+from radbench.tasks.datasets.common import Row, Source, identifier, parse_json, read_data_bytes, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
 from radbench.tasks.templates import TEMPLATES_VERSION
 from radbench.types import ImageKind, Sample
@@ -38,7 +39,7 @@ LIST_SEPARATORS = {"images": ";", "options": "|"}
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = read_data_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
     if path.suffix == ".json":
@@ -47,9 +48,12 @@ def _read_config(path: Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(raw)
+            # no anchors/aliases (a few hundred bytes could expand to gigabytes) and bounded nesting
+            data = safe_io.load_yaml(raw)
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: malformed YAML ({' '.join(str(exc).split())})") from None
+        except safe_io.UnsafeInput as exc:
+            raise UsageError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of settings")
     return data
@@ -169,7 +173,7 @@ class UserDataset:
         ident = text(get("id")) if "id" in self.columns else ""
         sample = src.sample(row.number, question=question, context=context, references=(answer,), images=images,
                             options=options, answer_type=answer_type, modality=text(get("modality")) or None,
-                            patient_id=text(get("patient_id")) or None, study_id=text(get("study_id")) or None,
+                            patient_id=identifier(get("patient_id")), study_id=identifier(get("study_id")),
                             metadata={"prompt": plan})
         return replace(sample, id=f"{self.name}-{ident}") if ident else sample
 
