@@ -47,10 +47,15 @@ from radbench.types import ImageRef, Request
 # ---------------------------------------------------------------------------------------------
 
 
+# radbench's ``clip-224`` preset (open_clip's ViT-L-14 eval transform), shared by both Flamingo families.
+PRESET = images.Preprocess("clip-224", 224, "shortest-edge-crop", "bicubic", images.OPENAI_CLIP_MEAN,
+                           images.OPENAI_CLIP_STD)
+
+
 def preprocess_spec(size: int) -> images.Preprocess:
     """radbench's ``clip-224`` preset at ``size``: open_clip's ViT-L-14 eval transform (bicubic
     shortest-edge resize, center crop, OpenAI mean/std); a 3D study shows its middle slice."""
-    return replace(images.PRESETS["clip-224"], size=size)
+    return replace(PRESET, size=size)
 
 
 def pixels(ref: ImageRef, spec: images.Preprocess) -> torch.Tensor:

@@ -176,11 +176,16 @@ def llava_config(meta: Mapping[str, Any], vision: Any, image_token_id: int) -> A
 # -- preprocessing and prompts ----------------------------------------------------------------------
 
 
+# radbench's ``llava-med-336`` preset: ``image_aspect_ratio: pad`` with the CLIP-336 tower's transform.
+PRESET = images.Preprocess("llava-med-336", 336, "pad-square", "bicubic", images.OPENAI_CLIP_MEAN,
+                           images.OPENAI_CLIP_STD)
+
+
 def preprocess_spec(size: int, pad: bool, slices: str = "middle") -> images.Preprocess:
     """radbench's ``llava-med-336`` preset at the tower's size: pad to square with the CLIP mean colour
     (``image_aspect_ratio: pad``; plain shortest-edge resize and centre crop otherwise), bicubic,
     OpenAI CLIP mean/std; a 3D study gives the slices ``slices`` picks (default: the middle one)."""
-    spec = replace(images.PRESETS["llava-med-336"], size=size, resize="pad-square" if pad else "shortest-edge-crop")
+    spec = replace(PRESET, size=size, resize="pad-square" if pad else "shortest-edge-crop")
     return spec.with_slices(slices)
 
 

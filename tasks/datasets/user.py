@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from radbench.errors import UsageError
-from radbench.images import parse_window
+from radbench.images.windows import parse_window
 from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets.common import Row, Source, parse_json, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
