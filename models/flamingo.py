@@ -47,9 +47,11 @@ from radbench.types import ImageRef, Request
 # ---------------------------------------------------------------------------------------------
 
 
-# radbench's ``clip-224`` preset (open_clip's ViT-L-14 eval transform), shared by both Flamingo families.
+# radbench's ``clip-224`` preset, open_clip's ViT-L-14 eval transform as both Flamingo families ran it:
+# Resize(224, bicubic) -> CenterCrop(224) -> convert("RGB") -> ToTensor -> Normalize(OpenAI). The RGB
+# conversion comes last, so a 16-bit file is resized on its 16-bit values and clipped at 255 after.
 PRESET = images.Preprocess("clip-224", 224, "shortest-edge-crop", "bicubic", images.OPENAI_CLIP_MEAN,
-                           images.OPENAI_CLIP_STD)
+                           images.OPENAI_CLIP_STD, rgb="last")
 
 
 def preprocess_spec(size: int) -> images.Preprocess:

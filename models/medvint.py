@@ -284,7 +284,8 @@ def config_from_state(state: Mapping[str, torch.Tensor], heads: int, lm_json: Ma
 # -- preprocessing and prompts -----------------------------------------------------------------------
 
 
-# radbench's ``medvint-512`` preset: the authors' test transform with ImageNet mean/std.
+# radbench's ``medvint-512`` preset, the authors' test transform in their order: convert("RGB") first
+# (a 16-bit PNG clips at 255), Resize((512, 512), bicubic), ToTensor, Normalize(ImageNet).
 PRESET = images.Preprocess("medvint-512", 512, "squash", "bicubic", images.IMAGENET_MEAN, images.IMAGENET_STD)
 
 

@@ -303,6 +303,9 @@ def render_prompt(request: Request) -> tuple[str, list[ImageRef]]:
 
 
 # radbench's ``radfm`` preset; the adapter hands it (at the checkpoint's size) to the runner as ``spec``.
+# Quick_demo/test.py converts to RGB first (a 16-bit PNG clips at 255), then RandomResizedCrop(512,
+# scale 0.8-1, bicubic) -> ToTensor. The crop is random at test time; radbench resizes the whole image
+# (a deterministic choice, kept under every protocol).
 PRESET = images.Preprocess("radfm", 512, "squash", "bicubic", volume="radfm")
 
 

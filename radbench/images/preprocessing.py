@@ -17,7 +17,7 @@ import numpy as np
 
 from radbench.errors import SampleError, UsageError
 from radbench.images.paths import resolve
-from radbench.images.readers import read, volume_depth
+from radbench.images.readers import WIDE_MODES, LoadedImage, read, volume_depth
 from radbench.types import ImageRef, stable_hash
 
 # Bump when any reader or preprocessing step changes its output: it is part of every fingerprint.
@@ -78,6 +78,17 @@ class Preprocess:
       case file for RadFM's multi-scan ``.npy``); then ``(x - mean) / std`` when ``mean`` is set.
     - ``volume``: ``radfm`` keeps a 3D scan whole (3 channels, for :func:`radfm_stack`);
       ``slices`` feeds 2D-only models the slices chosen by ``slices``.
+
+    The order of the original pipelines, which matters for greyscale and 16-bit files:
+
+    - ``rgb``: when Pillow's ``convert("RGB")`` runs. ``first`` (RadFM, MedVInT and transformers'
+      CLIPImageProcessor convert before anything else) or ``last`` (open_clip's ``_convert_to_rgb``
+      after resize and crop, so a 16-bit file is resized on its 16-bit values and clipped at 255
+      afterwards). 8-bit files give the same pixels either way; ``pad-square`` always converts first.
+    - ``grey_pad``: a single-channel file (Pillow mode ``L``, or wider than 8 bits) is padded with the
+      grey ``int(255 * sum(mean) / len(mean))`` instead of the mean colour (LLaVA's ``process_images``).
+    - ``crop_offset``: the centre crop's top/left, ``round`` (torchvision's ``CenterCrop``) or
+      ``floor`` (transformers' ``center_crop``).
     """
 
     name: str
@@ -88,6 +99,9 @@ class Preprocess:
     std: tuple[float, float, float] | None = None
     volume: Literal["radfm", "slices"] = "slices"
     slices: SlicePolicy = SlicePolicy()
+    rgb: Literal["first", "last"] = "first"
+    grey_pad: bool = False
+    crop_offset: Literal["round", "floor"] = "round"
 
     def with_slices(self, policy: SlicePolicy | str) -> "Preprocess":
         """The same spec with another slice policy (adapters expose this as a model argument)."""
@@ -154,28 +168,56 @@ def _resize(img: np.ndarray, width: int, height: int, interpolation: str, eight_
     return np.clip(np.stack(channels), 0.0, 1.0).astype(np.float32)
 
 
-def _geometry(img: np.ndarray, spec: Preprocess, eight_bit: bool) -> np.ndarray:
+def _pad_fill(spec: Preprocess, eight_bit: bool, single_channel: bool) -> np.ndarray:
+    """The pad colour in [0, 1]: LLaVA pastes onto ``tuple(int(x * 255) for x in image_mean)``, or for a
+    mode-L file onto the grey ``int(255 * sum(image_mean) / len(image_mean))``."""
+    mean = spec.mean or (0.0, 0.0, 0.0)
+    if spec.grey_pad and single_channel:
+        return np.full(3, int(255 * sum(mean) / len(mean)) / 255, dtype=np.float32)
+    fill = np.array(mean, dtype=np.float32)
+    return np.floor(fill * 255) / 255 if eight_bit else fill
+
+
+def _shortest_edge(h: int, w: int, spec: Preprocess) -> tuple[int, int, int, int]:
+    """``(new_h, new_w, top, left)``: shortest side to ``spec.size`` (``int`` of the long side, as both
+    torchvision's ``Resize(int)`` and transformers compute it), then the centre crop's offsets."""
+    size = spec.size
+    new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    if spec.crop_offset == "floor":
+        return new_h, new_w, (new_h - size) // 2, (new_w - size) // 2
+    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+
+
+def _geometry(img: np.ndarray, spec: Preprocess, eight_bit: bool, single_channel: bool = False) -> np.ndarray:
     _, h, w = img.shape
     size = spec.size
     if spec.resize == "pad-square" and h != w:
         side = max(h, w)
-        fill = np.array(spec.mean or (0.0, 0.0, 0.0), dtype=np.float32)
-        if eight_bit:  # LLaVA pastes onto tuple(int(x * 255) for x in image_mean)
-            fill = np.floor(fill * 255) / 255
+        fill = _pad_fill(spec, eight_bit, single_channel)
         canvas = np.broadcast_to(fill[:, None, None], (3, side, side)).copy()
         top, left = (side - h) // 2, (side - w) // 2  # LLaVA jitters by 0/1 px at random; radbench does not
         canvas[:, top : top + h, left : left + w] = img
         img, h, w = canvas, side, side
     if spec.resize == "squash":
         return _resize(img, size, size, spec.interpolation, eight_bit)
-    # shortest edge to `size` (torchvision Resize(int)), then centre crop (torchvision rounding)
-    if h <= w:
-        new_h, new_w = size, int(size * w / h)
-    else:
-        new_h, new_w = int(size * h / w), size
+    new_h, new_w, top, left = _shortest_edge(h, w, spec)
     img = _resize(img, new_w, new_h, spec.interpolation, eight_bit)
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img[:, top : top + size, left : left + size]
+
+
+def _wide_then_rgb(wide: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """open_clip's order for a file wider than 8 bits: resize and crop the stored values with Pillow
+    in the file's own mode, then ``convert("RGB")`` (which clips at 255), then ``ToTensor``'s 1/255."""
+    from PIL import Image
+
+    pil = Image.fromarray(wide)
+    resample = _PIL_FILTERS[spec.interpolation]
+    if spec.resize == "squash":
+        pil = pil.resize((spec.size, spec.size), resample)
+    else:
+        new_h, new_w, top, left = _shortest_edge(pil.height, pil.width, spec)
+        pil = pil.resize((new_w, new_h), resample).crop((left, top, left + spec.size, top + spec.size))
+    return np.asarray(pil.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _normalise(img: np.ndarray, spec: Preprocess) -> np.ndarray:
@@ -186,8 +228,17 @@ def _normalise(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     return ((img - mean) / std).astype(np.float32)
 
 
-def _prepare_2d(img: np.ndarray, spec: Preprocess, eight_bit: bool) -> np.ndarray:
-    return _normalise(_geometry(_rgb(img), spec, eight_bit), spec)
+def _prepare_2d(img: np.ndarray, spec: Preprocess, eight_bit: bool, single_channel: bool = False) -> np.ndarray:
+    return _normalise(_geometry(_rgb(img), spec, eight_bit, single_channel), spec)
+
+
+def _prepare_file_2d(loaded: LoadedImage, spec: Preprocess) -> np.ndarray:
+    """A 2D file in the order its model's pipeline converts, pads, resizes and normalises it."""
+    if spec.rgb == "last" and spec.resize != "pad-square" and loaded.wide is not None:
+        return _normalise(_wide_then_rgb(loaded.wide, spec), spec)
+    eight_bit = loaded.value_range == (0.0, 255.0)
+    single_channel = loaded.meta.get("pil_mode") in ("L", *WIDE_MODES)
+    return _prepare_2d(_unit(loaded.array, loaded.value_range), spec, eight_bit, single_channel)
 
 
 def prepare_uncached(ref: ImageRef, spec: Preprocess) -> Prepared:
@@ -196,7 +247,7 @@ def prepare_uncached(ref: ImageRef, spec: Preprocess) -> Prepared:
     arr = loaded.array
     eight_bit = loaded.value_range == (0.0, 255.0)
     if ref.kind == "2d":
-        return Prepared(_prepare_2d(_unit(arr, loaded.value_range), spec, eight_bit), {})
+        return Prepared(_prepare_file_2d(loaded, spec), {})
     value_range = loaded.value_range
     if value_range is None and loaded.meta.get("case_file"):
         path = resolve(ref)

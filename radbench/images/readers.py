@@ -28,15 +28,26 @@ class LoadedImage:
 
     ``value_range`` is the scale the values live on when it is fixed by the format (``(0, 255)`` for
     8-bit PNG/JPEG, ``(0, 1)`` after a window); ``None`` means "as measured" (HU, MR signal), which
-    preprocessing rescales by min-max. ``meta`` holds format details (DICOM window, inversion).
+    preprocessing rescales by min-max. ``meta`` holds format details (DICOM window, inversion, and
+    ``pil_mode``, the Pillow mode of a PNG/JPEG, which decides LLaVA-Med's pad colour).
+
+    ``wide`` keeps a PNG/TIFF's pixels as stored when they are wider than 8 bits (Pillow modes
+    ``I;16``, ``I``, ``F``): ``array`` holds them after Pillow's ``convert("RGB")``, which clips
+    at 255, as the original pipelines that convert first see them; open_clip converts only after
+    resizing and cropping, so its preset starts from ``wide`` instead.
     """
 
     array: np.ndarray
     value_range: tuple[float, float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    wide: np.ndarray | None = None
 
 
 Reader = Callable[[Path, ImageRef], LoadedImage]
+
+# Pillow modes with more than 8 bits per sample, all single-channel (16-bit PNGs open as ``I;16``, or
+# ``I`` in older Pillow); ``convert("RGB")`` clips them to 0..255.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def _load_pil(path: Path, ref: ImageRef) -> LoadedImage:
@@ -44,10 +55,12 @@ def _load_pil(path: Path, ref: ImageRef) -> LoadedImage:
 
     try:
         with Image.open(path) as im:
+            mode = im.mode
             arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+            wide = np.array(im) if mode in WIDE_MODES else None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SampleError(f"image {path}: unreadable ({exc.__class__.__name__}: {exc})") from exc
-    return LoadedImage(arr.transpose(2, 0, 1), (0.0, 255.0))
+    return LoadedImage(arr.transpose(2, 0, 1), (0.0, 255.0), {"pil_mode": mode}, wide)
 
 
 def _load_npy(path: Path, ref: ImageRef) -> LoadedImage:
@@ -267,7 +280,8 @@ def read(ref: ImageRef) -> LoadedImage:
     if loaded.meta.get("invert"):  # MONOCHROME1: low values are bright; flip so bone is bright
         low, high = value_range or (float(arr.min()), float(arr.max()))
         arr = (low + high) - arr
-    return LoadedImage(arr, value_range, loaded.meta)
+    # a window rescales ``array``; ``wide`` would then describe other pixels, so it is dropped
+    return LoadedImage(arr, value_range, loaded.meta, loaded.wide if window is None else None)
 
 
 def load(ref: ImageRef) -> np.ndarray:
