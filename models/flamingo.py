@@ -181,7 +181,7 @@ class FlamingoAdapter(CheckpointAdapter):
         from transformers import CLIPVisionModel, LlamaForCausalLM
 
         legacy = cls.legacy(args)
-        tokenizer = prepare_tokenizer(cls.name, tiny.tiny_llama_tokenizer(cls.name), llama=True)
+        tokenizer = prepare_tokenizer(cls.name, tiny.tiny_llama_tokenizer(cls.name))
         vision_cfg = tiny.tiny_clip_vision_config()
         lm_cfg = tiny.tiny_llama_config(len(tokenizer))
         cfg = FlamingoConfig.tiny(vision_cfg.hidden_size)
@@ -208,7 +208,7 @@ class FlamingoAdapter(CheckpointAdapter):
         lm = load_lm(cls.name, lm_dir, dtype, device)
         model_type = lm.config.model_type
         llama = model_type == "llama"
-        tokenizer = prepare_tokenizer(cls.name, load_tokenizer(cls.name, lm_dir, llama), llama)
+        tokenizer = prepare_tokenizer(cls.name, load_tokenizer(cls.name, lm_dir, llama))
         clip = load_clip(cls.name, vision, dtype, device)
         layers_attr, embed_attr = LM_LAYOUTS[model_type]
         state = normalize_checkpoint(loading.load_state_dict(weights, cls.name), layers_attr)
