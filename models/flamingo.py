@@ -56,10 +56,17 @@ from radbench.types import ImageRef, Request
 # ---------------------------------------------------------------------------------------------
 
 
+# radbench's ``clip-224`` preset, open_clip's ViT-L-14 eval transform as both Flamingo families ran it:
+# Resize(224, bicubic) -> CenterCrop(224) -> convert("RGB") -> ToTensor -> Normalize(OpenAI). The RGB
+# conversion comes last, so a 16-bit file is resized on its 16-bit values and clipped at 255 after.
+PRESET = images.Preprocess("clip-224", 224, "shortest-edge-crop", "bicubic", images.OPENAI_CLIP_MEAN,
+                           images.OPENAI_CLIP_STD, rgb="last")
+
+
 def preprocess_spec(size: int) -> images.Preprocess:
     """radbench's ``clip-224`` preset at ``size``: open_clip's ViT-L-14 eval transform (bicubic
     shortest-edge resize, center crop, OpenAI mean/std); a 3D study shows its middle slice."""
-    return replace(images.PRESETS["clip-224"], size=size)
+    return replace(PRESET, size=size)
 
 
 def pixels(ref: ImageRef, spec: images.Preprocess) -> torch.Tensor:
@@ -218,7 +225,7 @@ class FlamingoAdapter(CheckpointAdapter):
         from transformers import CLIPVisionModel, LlamaForCausalLM
 
         legacy = cls.legacy(args)
-        tokenizer = prepare_tokenizer(cls.name, tiny.tiny_llama_tokenizer(cls.name), llama=True)
+        tokenizer = prepare_tokenizer(cls.name, tiny.tiny_llama_tokenizer(cls.name))
         vision_cfg = tiny.tiny_clip_vision_config()
         lm_cfg = tiny.tiny_llama_config(len(tokenizer))
         cfg = FlamingoConfig.tiny(vision_cfg.hidden_size)
@@ -245,7 +252,7 @@ class FlamingoAdapter(CheckpointAdapter):
         lm = load_lm(cls.name, lm_dir, dtype, device)
         model_type = lm.config.model_type
         llama = model_type == "llama"
-        tokenizer = prepare_tokenizer(cls.name, load_tokenizer(cls.name, lm_dir, llama), llama)
+        tokenizer = prepare_tokenizer(cls.name, load_tokenizer(cls.name, lm_dir, llama))
         clip = load_clip(cls.name, vision, dtype, device)
         layers_attr, embed_attr = LM_LAYOUTS[model_type]
         state = normalize_checkpoint(loading.load_state_dict(weights, cls.name), layers_attr)

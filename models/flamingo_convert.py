@@ -117,20 +117,22 @@ def load_lm(model: str, lm_dir: Path, dtype: torch.dtype, device: torch.device) 
     return lm.to(device).eval()
 
 
-def prepare_tokenizer(model: str, tokenizer: Any, llama: bool) -> Any:
+def prepare_tokenizer(model: str, tokenizer: Any) -> Any:
     """``create_model_and_transforms``: add ``<|endofchunk|>``, ``<image>``, then ``<PAD>`` if there is no pad.
 
-    LLaMA's tokenizer was the slow one then (specials eat surrounding whitespace: ``strip=True``);
-    MPT/NeoX tokenizers were fast (``strip=False``). Ids follow the base vocabulary in that order.
+    open_flamingo loads the LM's tokenizer with ``AutoTokenizer`` (0.0.2 with LLaMA as well as 2.0.1
+    with MPT), which gives the fast one; a fast tokenizer's special tokens added as plain strings keep
+    the whitespace around them (checked with transformers 4.30.2 and 4.36.2: ``"a <image> b"`` keeps
+    both spaces), so nothing is stripped. Ids follow the base vocabulary in that order.
     """
     base, present = len(tokenizer), tokenizer.get_vocab()
-    add_special_tokens(tokenizer, [EOC, IMAGE], strip=llama)
+    add_special_tokens(tokenizer, [EOC, IMAGE], strip=False)
     # A tokenizer saved after this step already holds the tokens; open_flamingo keeps their ids.
     expected = {t: base + i for i, t in enumerate(t for t in (EOC, IMAGE) if t not in present)}
     if tokenizer.pad_token is None:  # LLaMA-1's and NeoX's tokenizers have none; OpenFlamingo added <PAD>
         from tokenizers import AddedToken
 
-        tokenizer.add_special_tokens({"pad_token": AddedToken(PAD, lstrip=llama, rstrip=llama, special=True,
+        tokenizer.add_special_tokens({"pad_token": AddedToken(PAD, lstrip=False, rstrip=False, special=True,
                                                               normalized=False)})
         if PAD not in present:
             expected[PAD] = base + len(expected)

@@ -28,11 +28,14 @@ Reproducing the authors' ``model_vqa.py`` (conv mode ``mistral_instruct``, tempe
   576 times (transformers' form of the authors' ``-200`` splice; the result is the same embeddings,
   checked to ``max |Δlogit| = 0`` in the tests). Its new embedding row is zero and it is suppressed
   at generation, so it can never be produced.
-* Images (radbench's ``llava-med-336`` preprocessing, :mod:`radbench.images`): padded to a square
-  with the CLIP mean colour (122, 116, 104), the authors' random 0/1-pixel jitter of the paste offset
-  fixed at its lower value; resized to 336 bicubic; OpenAI CLIP mean/std. One difference remains:
-  for a greyscale (mode ``L``) file the authors' code pads with grey 114, radbench with the mean
-  colour, because the file's mode is gone once it is loaded (only the padding band differs).
+* Images (radbench's ``llava-med-336`` preprocessing, ``PRESET`` below): padded to a square with
+  the CLIP mean colour (122, 116, 104), or grey 114 for a greyscale (mode ``L``) file, as the
+  authors' ``process_images`` does; the authors' random 0/1-pixel jitter of the paste offset is
+  fixed at its lower value (the only random step; radbench stays deterministic under every
+  protocol); resized to 336 bicubic; OpenAI CLIP mean/std. A non-square 16-bit file makes the
+  authors' code fail (``Image.new`` in mode ``I;16`` with a colour tuple raises ``TypeError``);
+  radbench clips it at 255 as CLIPImageProcessor's RGB conversion would and pads it with grey 114,
+  like any single-channel file.
   3D studies: the middle axial slice (LLaVA-Med is 2D-only); ``slices=even:K`` or ``all`` gives
   several slices, each its own ``<image>``.
 * Greedy decoding, EOS ``</s>``, the authors' ``max_new_tokens=1024`` unless the task sets one;
@@ -180,11 +183,19 @@ def llava_config(meta: Mapping[str, Any], vision: Any, image_token_id: int) -> A
 # -- preprocessing and prompts ----------------------------------------------------------------------
 
 
+# radbench's ``llava-med-336`` preset, the authors' ``process_images`` with ``image_aspect_ratio: pad``:
+# pad to a square in the file's own mode (grey 114 for mode L, the mean colour (122, 116, 104) otherwise),
+# then CLIPImageProcessor: convert("RGB") -> shortest edge 336 bicubic -> centre crop (floor offsets)
+# -> 1/255 -> Normalize(OpenAI).
+PRESET = images.Preprocess("llava-med-336", 336, "pad-square", "bicubic", images.OPENAI_CLIP_MEAN,
+                           images.OPENAI_CLIP_STD, grey_pad=True, crop_offset="floor")
+
+
 def preprocess_spec(size: int, pad: bool, slices: str = "middle") -> images.Preprocess:
-    """radbench's ``llava-med-336`` preset at the tower's size: pad to square with the CLIP mean colour
-    (``image_aspect_ratio: pad``; plain shortest-edge resize and centre crop otherwise), bicubic,
+    """radbench's ``llava-med-336`` preset at the tower's size: pad to square with the CLIP mean colour or
+    grey (``image_aspect_ratio: pad``; plain shortest-edge resize and centre crop otherwise), bicubic,
     OpenAI CLIP mean/std; a 3D study gives the slices ``slices`` picks (default: the middle one)."""
-    spec = replace(images.PRESETS["llava-med-336"], size=size, resize="pad-square" if pad else "shortest-edge-crop")
+    spec = replace(PRESET, size=size, resize="pad-square" if pad else "shortest-edge-crop")
     return spec.with_slices(slices)
 
 

@@ -293,10 +293,15 @@ def config_from_state(state: Mapping[str, torch.Tensor], heads: int, lm_json: Ma
 # -- preprocessing and prompts -----------------------------------------------------------------------
 
 
+# radbench's ``medvint-512`` preset, the authors' test transform in their order: convert("RGB") first
+# (a 16-bit PNG clips at 255), Resize((512, 512), bicubic), ToTensor, Normalize(ImageNet).
+PRESET = images.Preprocess("medvint-512", 512, "squash", "bicubic", images.IMAGENET_MEAN, images.IMAGENET_STD)
+
+
 def preprocess_spec(size: int, slices: str = "middle") -> images.Preprocess:
     """radbench's ``medvint-512`` preset (``Resize((512, 512), BICUBIC)``, ImageNet mean/std) at ``size``;
     a 3D study gives the slices ``slices`` picks (default: the middle one)."""
-    return replace(images.PRESETS["medvint-512"], size=size).with_slices(slices)
+    return replace(PRESET, size=size).with_slices(slices)
 
 
 def question_text(request: Request) -> str:

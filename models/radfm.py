@@ -310,11 +310,18 @@ def render_prompt(request: Request) -> tuple[str, list[ImageRef]]:
     return "\n".join(lines), refs
 
 
+# radbench's ``radfm`` preset; the adapter hands it (at the checkpoint's size) to the runner as ``spec``.
+# Quick_demo/test.py converts to RGB first (a 16-bit PNG clips at 255), then RandomResizedCrop(512,
+# scale 0.8-1, bicubic) -> ToTensor. The crop is random at test time; radbench resizes the whole image
+# (a deterministic choice, kept under every protocol).
+PRESET = images.Preprocess("radfm", 512, "squash", "bicubic", volume="radfm")
+
+
 def preprocess_spec(size: int) -> images.Preprocess:
     """radbench's ``radfm`` preset at ``size``: 2D squashed to ``size``x``size`` (bicubic, the authors'
     RandomResizedCrop made deterministic), ``ToTensor`` scale, no mean/std; 3D kept whole, min-max
     over the case file."""
-    return replace(images.PRESETS["radfm"], size=size)
+    return replace(PRESET, size=size)
 
 
 def vision_input(refs: Sequence[ImageRef], spec: images.Preprocess) -> torch.Tensor:

@@ -38,9 +38,10 @@ def load_llama_tokenizer(model: str, folder: Path) -> Any:
 def add_special_tokens(tokenizer: Any, tokens: Sequence[str], strip: bool) -> None:
     """Add ``tokens`` as special tokens, in order (their ids follow the base vocabulary).
 
-    ``strip=True`` reproduces the slow tokenizers of transformers 4.28-4.30 (RadFM, Med-Flamingo,
-    OpenFlamingo v1): a special token added as a plain string ate the whitespace on both sides.
-    Fast tokenizers (OpenFlamingo v2's MPT/NeoX) kept it: ``strip=False``.
+    ``strip=True`` reproduces the slow tokenizer of transformers 4.28 (RadFM): a special token added
+    as a plain string ate the whitespace on both sides. Fast tokenizers kept it (``strip=False``):
+    open_flamingo's ``AutoTokenizer`` (Med-Flamingo, OpenFlamingo v1 and v2), checked with
+    transformers 4.30.2 and 4.36.2.
     """
     from tokenizers import AddedToken
 

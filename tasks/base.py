@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Protocol, Sequence
 
 from radbench.errors import UsageError
-from radbench.images import parse_window
+from radbench.images.windows import parse_window
 from radbench.types import ImageRef, Request, Sample, Segment, Turn, stable_hash
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from radbench.cli import main
 from radbench.errors import UsageError
 from radbench.models import tiny
-from radbench.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from radbench.images.preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from radbench.models.llava_med import LlavaMedAdapter, preprocess_spec, prepare_images, render_prompt, tiny_meta
 from radbench.models.tokenizers import load_llama_tokenizer
 from radbench.store import PREDICTIONS, RESULTS, read_jsonl

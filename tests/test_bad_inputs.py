@@ -228,6 +228,11 @@ def _sparse_2gb(pics: Path) -> str:
     return "huge.npy"
 
 
+def _zero_npy(pics: Path) -> str:
+    (pics / "zeros.npy").write_bytes(bytes(4096))  # a truncated or pre-allocated download: no header
+    return "zeros.npy"
+
+
 def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     """A valid PNG of a few hundred bytes whose header promises ``width x height`` pixels."""
     import struct
@@ -263,6 +268,7 @@ IMAGE_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
     "nifti-nan": (_nifti_with_nan, "NaN"),
     "volume-2d-plane": (_flat_nifti_as_volume, "declared 3d but has shape (1, 8, 8)"),
     "volume-1d-array": (_one_dimensional_npy, "unsupported array shape (10,)"),
+    "zero-filled-npy": (_zero_npy, "is not a .npy file (no NumPy header: all zero bytes"),
     "path-escapes-root": (_outside_root, "outside the data root"),
     "absolute-path-outside-root": (_absolute_outside, "outside the data root"),
     "pkg-path-escapes-package": (_package_escape, "outside"),

@@ -15,6 +15,7 @@ from PIL import Image
 from radbench import images
 from radbench.cli import main
 from radbench.errors import UsageError
+from radbench.models import flamingo, llava_med, medvint, radfm
 from radbench.models.base import Adapter
 from radbench.store import PREDICTIONS, RESULTS
 from radbench.tasks.demo import DemoDataset
@@ -52,7 +53,7 @@ def test_radfm_stack_shares_one_depth_and_repeats_2d_images() -> None:
 
 
 def test_radfm_2d_is_a_fixed_bicubic_resize_to_unit_range(photo: ImageRef) -> None:
-    spec = images.PRESETS["radfm"]
+    spec = radfm.PRESET
     a, b = images.prepare(photo, spec).array, images.prepare(photo, spec).array
     assert a.shape == (3, 512, 512) and np.array_equal(a, b)
     with Image.open(images.resolve(photo)) as im:
@@ -61,7 +62,7 @@ def test_radfm_2d_is_a_fixed_bicubic_resize_to_unit_range(photo: ImageRef) -> No
 
 
 def test_clip_resizes_the_shortest_edge_centre_crops_and_normalises(photo: ImageRef) -> None:
-    spec = images.PRESETS["clip-224"]
+    spec = flamingo.PRESET
     out = images.prepare(photo, spec).array
     with Image.open(images.resolve(photo)) as im:
         resized = im.convert("RGB").resize((int(224 * 40 / 30), 224), Image.BICUBIC)
@@ -73,7 +74,7 @@ def test_clip_resizes_the_shortest_edge_centre_crops_and_normalises(photo: Image
 
 
 def test_llava_pads_to_a_square_with_the_mean_colour(photo: ImageRef) -> None:
-    spec = images.PRESETS["llava-med-336"]
+    spec = llava_med.PRESET
     out = images.prepare(photo, spec).array
     assert out.shape == (3, 336, 336)
     # The 30x40 image is padded top and bottom: the first rows are the mean colour, ~0 after normalising.
@@ -85,11 +86,11 @@ def test_scans_are_min_max_scaled_and_radfm_cases_over_the_whole_file(tmp_path: 
     case = np.stack([np.full((3, 8, 8, 4), 10.0, np.float32), np.full((3, 8, 8, 4), 30.0, np.float32)])
     case[0, :, 0, 0, 0] = 0.0
     np.save(tmp_path / "case.npy", case)
-    second = images.prepare(ImageRef("case.npy", "3d", str(tmp_path), index=1), images.PRESETS["radfm"])
+    second = images.prepare(ImageRef("case.npy", "3d", str(tmp_path), index=1), radfm.PRESET)
     assert second.array.shape == (3, 8, 8, 4) and np.allclose(second.array, 1.0)
-    first = images.prepare(ImageRef("case.npy", "3d", str(tmp_path), index=0), images.PRESETS["radfm"])
+    first = images.prepare(ImageRef("case.npy", "3d", str(tmp_path), index=0), radfm.PRESET)
     assert np.isclose(first.array.max(), 10 / 30) and first.array.min() == 0.0
-    ct = images.prepare(ImageRef("pkg:pydicom/CT_small.dcm"), images.PRESETS["medvint-512"])
+    ct = images.prepare(ImageRef("pkg:pydicom/CT_small.dcm"), medvint.PRESET)
     assert ct.array.shape == (3, 512, 512)
     lo = (0 - np.array(images.IMAGENET_MEAN)) / np.array(images.IMAGENET_STD)
     assert np.allclose(ct.array.min(axis=(1, 2)), lo, atol=1e-5)
@@ -104,7 +105,7 @@ def test_slice_policy_is_documented_configurable_and_reported(tmp_path: Path) ->
         with pytest.raises(UsageError, match="slice policy"):
             images.SlicePolicy.parse(bad)
     ref = ImageRef("pkg:nibabel/tests/data/anatomical.nii", "3d")
-    spec = images.PRESETS["clip-224"].with_slices("even:3")
+    spec = flamingo.PRESET.with_slices("even:3")
     prepared = images.prepare(ref, spec)
     assert prepared.array.shape == (3, 3, 224, 224)
     assert images.describe_input(ref, spec) == prepared.info == {"depth": 25, "slices": [4, 12, 20], "slice_policy": "even:3"}
@@ -112,8 +113,8 @@ def test_slice_policy_is_documented_configurable_and_reported(tmp_path: Path) ->
 
 
 def test_fingerprint_changes_with_every_setting_and_only_then() -> None:
-    base = images.PRESETS["clip-224"]
-    assert base.fingerprint() == images.PRESETS["clip-224"].fingerprint()
+    base = flamingo.PRESET
+    assert base.fingerprint() == flamingo.PRESET.fingerprint()
     variants = [replace(base, size=336), replace(base, resize="squash"), replace(base, interpolation="bilinear"),
                 replace(base, mean=images.IMAGENET_MEAN), base.with_slices("even:5"), replace(base, volume="radfm")]
     prints = {v.fingerprint() for v in variants} | {base.fingerprint()}
@@ -135,7 +136,7 @@ class SlicingModel(Adapter):
     """A 2D-only model that declares its preprocessing and reads every slice it is given."""
 
     name = "slicing"
-    spec = images.PRESETS["clip-224"].with_slices("even:2")
+    spec = flamingo.PRESET.with_slices("even:2")
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         return [str(sum(len(images.prepare(ref, self.spec).array) for ref in r.images)) for r in requests]

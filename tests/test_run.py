@@ -176,20 +176,22 @@ def test_unusable_rows_are_counted_not_scored(tmp_path: Path) -> None:
 
 def test_prefetched_images_equal_fresh_ones_and_are_used_once(monkeypatch) -> None:
     from radbench import images
+    from radbench.images import cache, preprocessing
+    from radbench.models.flamingo import PRESET
     from radbench.tasks.demo import DemoDataset
 
     refs = list(dict.fromkeys(img for s in DemoDataset().load("vqa", "test") for img in s.images))[:6]
-    spec = images.PRESETS["clip-224"]
+    spec = PRESET
     fresh = [images.prepare(ref, spec).array for ref in refs]
     images.prefetch(refs, spec)
 
     def no_read(ref):
         raise AssertionError(f"cache miss for {ref}")
 
-    monkeypatch.setattr(images, "read", no_read)
+    monkeypatch.setattr(preprocessing, "read", no_read)
     served = [images.prepare(ref, spec).array for ref in refs]
     assert all((a == b).all() for a, b in zip(served, fresh))
-    assert not images._PREFETCHED  # consumed, not kept
+    assert not cache._PREFETCHED  # consumed, not kept
 
 
 def test_out_of_gpu_memory_halves_the_batch_and_keeps_every_prediction(tmp_path: Path, capsys) -> None:

@@ -28,7 +28,7 @@ def reference() -> Tokenizer:
 
 
 def test_a_newline_after_endofchunk_is_kept() -> None:
-    tok = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer(), llama=False)
+    tok = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer())
     prompt = "<image>Question:What is this? Short answer:cat<|endofchunk|>\n<image>Question:x Short answer:"
     ids = tok(prompt)["input_ids"]
     assert ids == reference().encode(prompt).ids
@@ -39,7 +39,7 @@ def test_a_newline_after_endofchunk_is_kept() -> None:
 @settings(max_examples=60, deadline=None)
 @given(text=texts)
 def test_prompts_encode_and_decode_as_the_reference(text: str) -> None:
-    tok = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer(), llama=False)
+    tok = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer())
     ref = reference()
     ids = tok(text)["input_ids"]
     assert ids == ref.encode(text).ids
@@ -50,9 +50,9 @@ def test_a_tokenizer_that_already_holds_the_flamingo_tokens_keeps_their_ids(tmp_
     """open_flamingo adds nothing that is there already (a tokenizer saved after its factory ran)."""
     from transformers import AutoTokenizer
 
-    first = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer(), llama=False)
+    first = flamingo_convert.prepare_tokenizer("openflamingo", tiny.tiny_bpe_tokenizer())
     first.save_pretrained(tmp_path)
-    again = flamingo_convert.prepare_tokenizer("openflamingo", AutoTokenizer.from_pretrained(tmp_path), llama=False)
+    again = flamingo_convert.prepare_tokenizer("openflamingo", AutoTokenizer.from_pretrained(tmp_path))
     assert len(again) == len(first)
     assert again.convert_tokens_to_ids(SPECIALS) == first.convert_tokens_to_ids(SPECIALS)
     assert again.pad_token_id == first.pad_token_id

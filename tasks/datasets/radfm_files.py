@@ -53,7 +53,7 @@ def kind_of(path: str) -> ImageKind:
 
 def npy_scans(ref: ImageRef) -> int:
     """How many scans a RadFM ``(S, 3, H, W, D)`` file holds, from its header only."""
-    from radbench.images import resolve
+    from radbench.images.paths import resolve
 
     try:
         arr = np.load(resolve(ref), mmap_mode="r", allow_pickle=False)

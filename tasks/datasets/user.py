@@ -23,7 +23,7 @@ from typing import Any
 
 from radbench import safe_io
 from radbench.errors import UsageError
-from radbench.images import parse_window
+from radbench.images.windows import parse_window
 from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets.common import Row, Source, identifier, parse_json, read_data_bytes, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of

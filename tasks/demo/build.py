@@ -189,7 +189,7 @@ def ct_description(p: dict[str, Any]) -> dict[str, Any]:
 
 def real_scan_answers(path: str) -> dict[str, str]:
     """Modality and plane facts read from a shipped scan's own metadata."""
-    from radbench.images import resolve
+    from radbench.images.paths import resolve
     from radbench.types import ImageRef
 
     local = resolve(ImageRef(path=path))
