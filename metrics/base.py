@@ -9,7 +9,9 @@ confidence interval is always of the quantity actually reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,6 +58,14 @@ class Metric:
         """Default: the mean of the defined per-sample values (``None`` if none is defined)."""
         values = [r[metric_id] for r in records if r.get(metric_id) is not None]
         return float(np.mean(values)) if values else None
+
+    def resampler(self, metric_id: str, records: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], np.ndarray]:
+        """``weights -> aggregate_many(metric_id, records, weights)``, for one set of records and many blocks.
+
+        The bootstrap evaluates blocks of resamples one after another; a metric whose per-record
+        arrays are costly to build (BLEU's n-gram counts) overrides this to build them once.
+        """
+        return partial(self.aggregate_many, metric_id, records)
 
     def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
         """Aggregates of many resamples at once; ``weights[b, i]`` counts row ``i`` in resample ``b``.

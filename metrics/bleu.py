@@ -17,7 +17,7 @@ method1 value). They exist for paired tests, not as the reported number.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,9 +130,17 @@ class Bleu(Metric):
 
     def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
         """Corpus BLEU of each resample from weighted sums of the per-sample n-gram statistics."""
+        return self.resampler(metric_id, records)(weights)
+
+    def resampler(self, metric_id: str, records: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], np.ndarray]:
+        """The n-gram count arrays are built once; each block of resamples is then four matrix products."""
         match, total, hyp, ref = self._arrays(records)
         n = int(metric_id[-1])
-        return bleu_from_sums(weights @ match, weights @ total, weights @ hyp, weights @ ref)[:, n - 1]
+
+        def many(weights: np.ndarray) -> np.ndarray:
+            return bleu_from_sums(weights @ match, weights @ total, weights @ hyp, weights @ ref)[:, n - 1]
+
+        return many
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
