@@ -50,8 +50,9 @@ def draw_weights(draws: np.ndarray, n: int) -> np.ndarray:
     counts), so one matrix product evaluates all resamples at once, clustered or not.
     """
     out = np.empty((draws.shape[0], n), dtype=np.float64)
+    padded = bool((draws < 0).any())
     for b, row in enumerate(draws):  # one short bincount per resample beats one over the whole block
-        out[b] = np.bincount(row[row >= 0], minlength=n)
+        out[b] = np.bincount(row[row >= 0] if padded else row, minlength=n)
     return out
 
 
