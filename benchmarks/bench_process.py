@@ -159,9 +159,13 @@ def startup(runs: int, tmp: Path) -> None:
         "help": (lambda: None, lambda: [*radbench_cmd(), "--help"], lambda: ENV),
         "list": (lambda: None, lambda: [*radbench_cmd(), "list", "models"], lambda: ENV),
     }
-    # One untimed pass renders the demo images into the cache, as the first `make demo` does.
+    # One untimed pass renders the demo images into the cache, as the first `make demo` does. The
+    # sub-second commands are timed among themselves: right after a heavy process a light one reads
+    # slow on a shared machine, whatever it does.
     median_walls(1, list(sides.values()))
-    walls = dict(zip(sides, median_walls(runs, list(sides.values()))))
+    walls = {}
+    for group in (("run", "score"), ("help", "list")):
+        walls.update(zip(group, median_walls(runs, [sides[k] for k in group])))
     limits = {"run": 1.5, "score": 1.5, "help": 0.15, "list": 0.15}
     labels = {"run": "(9a) start-up: radbench run, majority baseline on the demo VQA task (s)",
               "score": "(9b) start-up: radbench score on 10 pairs, BLEU+ROUGE (s)",
