@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-all bench clean
 
 install: $(VENV)/.installed
 
@@ -24,10 +24,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: install
 	$(BIN)/radbench demo --output runs/demo
 
+# The quick set (a few minutes): every test but those marked slow, one end-to-end run per command.
 test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Everything, slow end-to-end and statistical tests included (what CI runs).
+test-all: install
 	$(BIN)/python -m pytest -q
 
-# Speed and memory targets as ratios measured in one run; writes benchmarks/RESULTS.md (not part of test).
+# Speed targets (ratios, whole-process and start-up times) measured in one run; writes
+# benchmarks/RESULTS.md (not part of test).
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_metrics.py", "bench_batching.py", "bench_runner.py")
+SCRIPTS = ("bench_metrics.py", "bench_process.py", "bench_batching.py", "bench_runner.py")
 
 
 def main() -> int:

@@ -469,7 +469,8 @@ def test_score_radfm_csv_cell_spelling_a_lone_surrogate(tmp_path: Path, capsys: 
                        str(radfm), "row 1, column 'Pred'", "lone surrogate")
 
 
-@pytest.mark.parametrize("prediction", ["", None, "x" * 1_000_000, ("effusion " * 120_000)[:1_000_000]],
+@pytest.mark.parametrize("prediction", ["", None, pytest.param("x" * 1_000_000, marks=pytest.mark.slow),
+                                        pytest.param(("effusion " * 120_000)[:1_000_000], marks=pytest.mark.slow)],
                          ids=["empty", "null", "1mb-word", "1mb-words"])
 def test_score_keeps_empty_and_huge_predictions(prediction: Any, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:

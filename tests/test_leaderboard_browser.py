@@ -24,6 +24,8 @@ import pytest
 from radbench.cli import main
 from radbench.runner import RunConfig, run
 
+pytestmark = pytest.mark.slow  # starts a headless browser
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,

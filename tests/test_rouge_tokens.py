@@ -45,6 +45,7 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_tokens_equal_rouge_score_tokenizer_on_a_large_varied_corpus() -> None:
     from rouge_score import tokenizers
 
@@ -56,6 +57,7 @@ def test_tokens_equal_rouge_score_tokenizer_on_a_large_varied_corpus() -> None:
         assert list(rouge.tokens(line)) == theirs.tokenize(line), line
 
 
+@pytest.mark.slow
 def test_scores_equal_rouge_score_bit_for_bit_on_corpus_pairs() -> None:
     from rouge_score import rouge_scorer
 
