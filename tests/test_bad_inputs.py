@@ -608,13 +608,9 @@ def test_checkpoint_with_wrong_keys_or_corrupt_bytes(tmp_path: Path, capsys: pyt
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("demo-runs")
-    out = {}
-    for model, task in (("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "vqa")):
-        out[f"{model}-{task}"] = root / f"{model}-{task}"
-        run(RunConfig(model=model, task=task, dataset="demo", output=out[f"{model}-{task}"], quiet=True))
-    return out
+def demo_runs(demo_run: Callable[[str, str], Path]) -> dict[str, Path]:
+    return {f"{model}-{task}": demo_run(model, task)
+            for model, task in (("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "vqa"))}
 
 
 def _older(src: Path, dst: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
