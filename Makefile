@@ -24,13 +24,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: install
 	$(BIN)/radbench demo --output runs/demo
 
+# Tests run with Python's bytecode cache on even where the shell turns it off (PYTHONDONTWRITEBYTECODE):
+# without it every test module is re-parsed and assertion-rewritten at collection, and every
+# `python -m radbench` a test starts recompiles radbench, on each run.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
+
 # The quick set (a few minutes): every test but those marked slow, one end-to-end run per command.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -q -m "not slow"
 
 # Everything, slow end-to-end and statistical tests included (what CI runs).
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -q
 
 # Speed targets (ratios, whole-process and start-up times) measured in one run; writes
 # benchmarks/RESULTS.md (not part of test).
