@@ -56,10 +56,13 @@ def _porter_module() -> ModuleType:
         sys.modules[name] = shell
     try:
         return importlib.import_module("nltk.stem.porter")
+    except ImportError:
+        pass  # an nltk whose stemmer needs names from its package __init__: imported whole below
     finally:
         for name in set(sys.modules) - before:
             if name == "nltk" or name.startswith("nltk."):
                 del sys.modules[name]
+    return importlib.import_module("nltk.stem.porter")
 
 
 class _Stems(dict):  # type: ignore[type-arg]
