@@ -14,7 +14,7 @@ TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.or
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-all bench clean
 
 install: $(VENV)/.installed
 
@@ -32,10 +32,21 @@ demo: install
 	$(BIN)/radbench demo --output runs/demo
 	$(BIN)/python -m radbench.leaderboard.browser runs/demo/index.html
 
-test: install
-	$(BIN)/python -m pytest -q
+# Tests run with Python's bytecode cache on even where the shell turns it off (PYTHONDONTWRITEBYTECODE):
+# without it every test module is re-parsed and assertion-rewritten at collection, and every
+# `python -m radbench` a test starts recompiles radbench, on each run.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
-# Speed and memory targets as ratios measured in one run; writes benchmarks/RESULTS.md (not part of test).
+# The quick set (a few minutes): every test but those marked slow, one end-to-end run per command.
+test: install
+	$(PYTEST) -q -m "not slow"
+
+# Everything, slow end-to-end and statistical tests included (what CI runs).
+test-all: install
+	$(PYTEST) -q
+
+# Speed targets (ratios, whole-process and start-up times) measured in one run; writes
+# benchmarks/RESULTS.md (not part of test).
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 

@@ -9,8 +9,9 @@ confidence interval is always of the quantity actually reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -83,12 +84,35 @@ class Metric:
         values = [r[metric_id] for r in records if r.get(metric_id) is not None]
         return float(np.mean(values)) if values else None
 
+    def resampler(self, metric_id: str, records: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], np.ndarray]:
+        """``weights -> aggregate_many(metric_id, records, weights)``, for one set of records and many blocks.
+
+        The bootstrap evaluates blocks of resamples one after another, so whatever depends only on the
+        records is prepared here once. A subclass with its own ``aggregate_many`` gets exactly that.
+        """
+        if type(self).aggregate_many is not Metric.aggregate_many:
+            return partial(self.aggregate_many, metric_id, records)
+        values, defined = self._defined_values(metric_id, records)
+        # Two matrix-vector products, as aggregate_many computes them: one matrix product of both
+        # columns would sum in another order and move the interval's last bits.
+        masked, counts = np.where(defined, values, 0.0), defined.astype(float)
+
+        def many(weights: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (weights @ masked) / (weights @ counts)
+
+        return many
+
+    @staticmethod
+    def _defined_values(metric_id: str, records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        values = np.array([np.nan if r.get(metric_id) is None else float(r[metric_id]) for r in records])
+        return values, ~np.isnan(values)
+
     def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
         """Aggregates of many resamples at once; ``weights[b, i]`` counts row ``i`` in resample ``b``.
 
         Default: the weighted mean of the defined per-sample values (``nan`` where none is defined).
         """
-        values = np.array([np.nan if r.get(metric_id) is None else float(r[metric_id]) for r in records])
-        defined = ~np.isnan(values)
+        values, defined = self._defined_values(metric_id, records)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (weights @ np.where(defined, values, 0.0)) / (weights @ defined.astype(float))

@@ -17,7 +17,8 @@ method1 value). They exist for paired tests, not as the reported number.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from itertools import chain
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,9 @@ MAX_N = 4
 PARALLEL_MIN_ITEMS = 20_000  # below this, worker start-up costs more than the work
 
 
-def _ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(zip(*(tokens[i:] for i in range(n))))
+def _ngrams(tokens: list[str]) -> Counter[tuple[str, ...]]:
+    """Counts of every 1- to 4-gram in one counter (an n-gram's order is its length)."""
+    return Counter(chain.from_iterable(zip(*(tokens[i:] for i in range(n))) for n in range(1, MAX_N + 1)))
 
 
 def _closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
@@ -43,19 +45,19 @@ def sufficient_stats(prediction: str, references: Sequence[str]) -> dict[str, An
     """Clipped matches and guesses per order, hypothesis length and closest reference length."""
     hyp = prediction.split()
     refs = [r.split() for r in references] or [[]]
-    matches, totals = [], []
-    for n in range(1, MAX_N + 1):
-        hyp_counts = _ngrams(hyp, n)
-        max_ref = _ngrams(refs[0], n)
-        for ref in refs[1:]:
-            max_ref |= _ngrams(ref, n)  # Counter union keeps the maximum count
-        matches.append(sum(min(c, max_ref[g]) for g, c in hyp_counts.items()))
-        totals.append(max(0, len(hyp) - n + 1))
+    max_ref = _ngrams(refs[0])
+    for ref in refs[1:]:
+        max_ref |= _ngrams(ref)  # Counter union keeps the maximum count
+    matches = [0] * MAX_N
+    for gram, count in _ngrams(hyp).items():
+        ref_count = max_ref.get(gram)
+        if ref_count:
+            matches[len(gram) - 1] += min(count, ref_count)
     return {
         "hyp_len": len(hyp),
         "ref_len": _closest_ref_len(len(hyp), [len(r) for r in refs]),
         "match": matches,
-        "total": totals,
+        "total": [max(0, len(hyp) - n + 1) for n in range(1, MAX_N + 1)],
     }
 
 
@@ -132,9 +134,21 @@ class Bleu(Metric):
 
     def aggregate_many(self, metric_id: str, records: Sequence[dict[str, Any]], weights: np.ndarray) -> np.ndarray:
         """Corpus BLEU of each resample from weighted sums of the per-sample n-gram statistics."""
-        match, total, hyp, ref = self._arrays(records)
+        return self.resampler(metric_id, records)(weights)
+
+    def resampler(self, metric_id: str, records: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], np.ndarray]:
+        """The n-gram count arrays are built once; each block of resamples is then one matrix product.
+
+        The counts and weights are whole numbers, so the sums are exact in any order.
+        """
+        stacked = np.column_stack(self._arrays(records))  # match (4), total (4), hyp, ref
         n = int(metric_id[-1])
-        return bleu_from_sums(weights @ match, weights @ total, weights @ hyp, weights @ ref)[:, n - 1]
+
+        def many(weights: np.ndarray) -> np.ndarray:
+            sums = weights @ stacked
+            return bleu_from_sums(sums[:, :MAX_N], sums[:, MAX_N : 2 * MAX_N], sums[:, -2], sums[:, -1])[:, n - 1]
+
+        return many
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:

@@ -5,8 +5,9 @@ use_stemmer=True)``, the F-measure of each pair, then the mean. With several ref
 takes, per ROUGE type, its best reference by F-measure (rouge-score's ``score_multi``).
 
 The values are rouge-score's, bit for bit (a test compares them), but computed faster:
-tokenisation is rouge-score's own ``tokenize`` with a memoised copy of the same nltk Porter stemmer
-(a report vocabulary is small, stemming dominated the cost), and the LCS length comes from the
+tokenisation is rouge-score's rule as one regular expression, with nltk's Porter stemmer run once per
+distinct word (a report vocabulary is small, stemming dominated the cost) and imported without the rest
+of nltk, and the LCS length comes from the
 bit-parallel algorithm of Allison & Dix (1986) / Hyyrö (2004) on Python integers instead of a
 quadratic table. Per-pair values are cached on disk, and large inputs are split across cores.
 """
@@ -14,9 +15,15 @@ quadratic table. Per-pair values are cached on disk, and large inputs are split 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
+import importlib.util
+import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from radbench.metrics import cache, options, parallel
@@ -26,27 +33,75 @@ ROUGE_IDS = ("rouge1", "rouge2", "rougeL")
 PARALLEL_MIN_ITEMS = 20_000  # below this, worker start-up costs more than the work
 
 
-@functools.lru_cache(maxsize=1)
-def _stem() -> Any:
-    """The Porter stemmer rouge-score builds (nltk, default mode), memoised per word."""
-    from nltk.stem import porter
+def _porter_module() -> ModuleType:
+    """``nltk.stem.porter``, imported without running ``nltk/__init__.py``.
 
-    return functools.lru_cache(maxsize=1 << 18)(porter.PorterStemmer().stem)
+    ``import nltk`` loads its whole toolkit (scipy.stats, sklearn, pandas: over a second) although
+    rouge-score only needs the Porter stemmer, whose module depends on three small nltk modules. When
+    nltk is not imported yet, empty package shells stand in for ``nltk`` and ``nltk.stem`` while
+    that one module loads from nltk's own files, and are removed afterwards, so a later ``import
+    nltk`` (QuickUMLS, a test) still runs nltk's real ``__init__``. The stemmer code is nltk's own,
+    so its stems are nltk's (a test compares them with rouge-score on a large vocabulary).
+    """
+    if "nltk" in sys.modules:
+        return importlib.import_module("nltk.stem.porter")
+    spec = importlib.util.find_spec("nltk")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("nltk is not installed (rouge-score needs its Porter stemmer)")
+    before = set(sys.modules)
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name, folder in (("nltk", root), ("nltk.stem", root / "stem")):
+        shell = ModuleType(name)
+        shell.__path__ = [str(folder)]  # a package with no __init__ code: its submodules import normally
+        sys.modules[name] = shell
+    try:
+        return importlib.import_module("nltk.stem.porter")
+    except ImportError:
+        pass  # an nltk whose stemmer needs names from its package __init__: imported whole below
+    finally:
+        for name in set(sys.modules) - before:
+            if name == "nltk" or name.startswith("nltk."):
+                del sys.modules[name]
+    return importlib.import_module("nltk.stem.porter")
 
 
-class _MemoStemmer:
-    """Duck-types the stemmer argument of ``rouge_score.tokenize.tokenize``."""
+class _Stems(dict):  # type: ignore[type-arg]
+    """word -> rouge-score's token for it (nltk's Porter stem when longer than 3 characters).
 
-    def stem(self, word: str) -> str:
-        return _stem()(word)
+    Filled on first sight of a word: a report vocabulary is small, so stemming runs once per word.
+    ``None`` marks a stem that rouge-score's final validity check would drop.
+    """
+
+    stemmer: Any = None
+
+    def __missing__(self, word: str) -> str | None:
+        if len(word) > 3:
+            if _Stems.stemmer is None:
+                _Stems.stemmer = _porter_module().PorterStemmer()
+            token = _Stems.stemmer.stem(word)
+        else:
+            token = word
+        value = token if _VALID_TOKEN.match(token) else None
+        self[word] = value
+        return value
+
+
+_STEMS = _Stems()
+# rouge-score lowercases, turns every run of characters outside [a-z0-9] into one space and splits on
+# whitespace: the tokens are exactly the maximal runs of [a-z0-9] in the lowercased text.
+_WORD = re.compile(r"[a-z0-9]+")
+_VALID_TOKEN = re.compile(r"^[a-z0-9]+$")  # rouge_score.tokenize.VALID_TOKEN_RE, applied after stemming
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def tokens(text: str) -> tuple[str, ...]:
-    """rouge-score's tokenisation with stemming (lowercase, non-alphanumerics to spaces, stem > 3 chars)."""
-    from rouge_score import tokenize
+    """rouge-score's tokenisation with stemming (lowercase, non-alphanumerics to spaces, stem > 3 chars).
 
-    return tuple(tokenize.tokenize(text, _MemoStemmer()))
+    Equal to ``rouge_score.tokenize.tokenize(text, PorterStemmer())`` (tests check it on varied text).
+    """
+    stems = _STEMS
+    out = [stems[w] for w in _WORD.findall(text.lower())]
+    return tuple(t for t in out if t is not None)
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:

@@ -14,7 +14,6 @@ import importlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +144,8 @@ def load_target(target: str, what: str) -> Any:
 @lru_cache(maxsize=None)
 def _plugin_entry_points(kind: str) -> tuple[Any, ...]:
     """Installed entry points of one group, scanned once per process (the scan reads every dist)."""
+    from importlib.metadata import entry_points  # imported here: ``radbench --help`` never scans
+
     return tuple(entry_points(group=f"radbench.{kind}"))
 
 

@@ -20,10 +20,10 @@ from radbench.options import MetricSettings
 from radbench.stats import (
     DEFAULT_ITERATIONS,
     DEFAULT_LEVEL,
-    apply_draws,
     cluster_draws,
     few_clusters_warning,
     percentile_ci,
+    resample_all,
 )
 
 
@@ -86,18 +86,12 @@ def _summarise(
     if not records:
         return {m: {"value": None, "ci_low": None, "ci_high": None, "n": 0} for m in metric_ids}
     draws = cluster_draws(clusters, iterations, seed)
-    for metric_id in metric_ids:
-        metric = groups[registry.metric_group(metric_id)]
-        value = metric.aggregate(metric_id, records)
-        samples = apply_draws(
-            lambda subset, m=metric, i=metric_id: m.aggregate(i, subset),
-            lambda d, m=metric, i=metric_id: m.aggregate_many(i, records, d),
-            records,
-            draws,
-        )
-        low, high = percentile_ci(samples)
+    metrics = {metric_id: groups[registry.metric_group(metric_id)] for metric_id in metric_ids}
+    resampled = resample_all({i: m.resampler(i, records) for i, m in metrics.items()}, len(records), draws)
+    for metric_id, metric in metrics.items():
+        low, high = percentile_ci(resampled[metric_id])
         n = sum(1 for r in records if r.get(metric_id) is not None)
-        out[metric_id] = {"value": value, "ci_low": low, "ci_high": high, "n": n}
+        out[metric_id] = {"value": metric.aggregate(metric_id, records), "ci_low": low, "ci_high": high, "n": n}
     return out
 
 

@@ -7,12 +7,13 @@ resample: the interval is of the number actually reported (corpus BLEU included)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 DEFAULT_ITERATIONS = 1000
 DEFAULT_LEVEL = 0.95
+K = TypeVar("K")
 
 
 def cluster_draws(clusters: Sequence[str], iterations: int, seed: int) -> np.ndarray:
@@ -23,10 +24,10 @@ def cluster_draws(clusters: Sequence[str], iterations: int, seed: int) -> np.nda
     shorter resamples are padded with ``-1`` (see :func:`apply_draws`).
     """
     rng = np.random.default_rng(seed)
+    if len(set(map(str, clusters))) == len(clusters):  # one row per cluster: skip the sort below
+        return rng.integers(0, len(clusters), size=(iterations, len(clusters)))
     labels, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
     n_clusters = len(labels)
-    if n_clusters == len(clusters):
-        return rng.integers(0, len(clusters), size=(iterations, len(clusters)))
     members = [np.flatnonzero(inverse == c) for c in range(n_clusters)]
     picks = rng.integers(0, n_clusters, size=(iterations, n_clusters))
     rows = [np.concatenate([members[c] for c in pick]) for pick in picks]
@@ -48,11 +49,32 @@ def draw_weights(draws: np.ndarray, n: int) -> np.ndarray:
     Every aggregate radbench uses is a function of weighted sums (means, corpus BLEU's n-gram
     counts), so one matrix product evaluates all resamples at once, clustered or not.
     """
-    rows = np.repeat(np.arange(draws.shape[0]), draws.shape[1])
-    cols = draws.ravel()
-    keep = cols >= 0
-    counts = np.bincount(rows[keep] * n + cols[keep], minlength=draws.shape[0] * n)
-    return counts.reshape(draws.shape[0], n).astype(np.float64)
+    out = np.empty((draws.shape[0], n), dtype=np.float64)
+    padded = bool((draws < 0).any())
+    for b, row in enumerate(draws):  # one short bincount per resample beats one over the whole block
+        out[b] = np.bincount(row[row >= 0] if padded else row, minlength=n)
+    return out
+
+
+def resample_all(
+    statistics: Mapping[K, Callable[[np.ndarray], np.ndarray]],
+    n: int,
+    draws: np.ndarray,
+    block: int = 200,
+) -> dict[K, np.ndarray]:
+    """Every statistic on every resample, from one weight matrix per block shared by all of them.
+
+    ``statistics`` maps a key to a function of a block of resample weights (see
+    :func:`draw_weights`), such as a metric's ``aggregate_many``. Building the weights costs more
+    than most statistics, so a report with many metrics builds them once, not once per metric;
+    blocks of ``block`` resamples bound the memory.
+    """
+    parts: dict[K, list[np.ndarray]] = {key: [] for key in statistics}
+    for start in range(0, len(draws), block):
+        weights = draw_weights(draws[start : start + block], n)
+        for key, statistic in statistics.items():
+            parts[key].append(np.asarray(statistic(weights), dtype=float))
+    return {key: np.concatenate(p) if p else np.empty(0) for key, p in parts.items()}
 
 
 def apply_draws(

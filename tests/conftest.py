@@ -1,11 +1,15 @@
-"""Shared test set-up: an isolated cache, offline Hugging Face, and the demo rendered once."""
+"""Shared test set-up: an isolated cache, offline Hugging Face, and what several modules need built once.
+
+Session-scoped fixtures hold what is costly and read-only: the demo baseline runs many modules compare,
+rank or corrupt (a test copies a run before changing it) and the HPO index.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -45,3 +49,25 @@ def hpo_index() -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nltk, "download", refuse_download)
         yield hpo.ensure_hpo_index()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``demo_run(model, task)``: the run directory of a baseline on a demo task, run once per session.
+
+    The directories are shared by every module that asks: treat them as read-only (copy one with
+    ``tests.support.runs.copy_run_with`` or ``shutil.copytree`` before editing it).
+    """
+    from radbench.runner import RunConfig, run
+
+    root = tmp_path_factory.mktemp("demo-baselines")
+    done: dict[tuple[str, str], Path] = {}
+
+    def get(model: str, task: str) -> Path:
+        if (model, task) not in done:
+            out = root / f"{model}-{task}"
+            run(RunConfig(model=model, task=task, dataset="demo", output=out, quiet=True))
+            done[model, task] = out
+        return done[model, task]
+
+    return get

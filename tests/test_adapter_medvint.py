@@ -211,6 +211,7 @@ def ask(question: str, *refs: ImageRef, options: tuple[str, ...] = (), max_new: 
     return Request("q", (turn,), gen_kwargs={"max_new_tokens": max_new}, options=options)
 
 
+@pytest.mark.slow
 def test_released_layout_loads_with_lora_merged_and_matches_the_authors_forward(released, image_dir: Path) -> None:
     _, preset, loaded = released
     assert loaded.source["lora_pairs_merged"] == 2 * preset.cfg.num_hidden_layers

@@ -523,7 +523,8 @@ def test_score_radfm_csv_cell_spelling_a_lone_surrogate(tmp_path: Path, capsys: 
                        str(radfm), "row 1, column 'Pred'", "lone surrogate")
 
 
-@pytest.mark.parametrize("prediction", ["", None, "x" * 1_000_000, ("effusion " * 120_000)[:1_000_000]],
+@pytest.mark.parametrize("prediction", ["", None, pytest.param("x" * 1_000_000, marks=pytest.mark.slow),
+                                        pytest.param(("effusion " * 120_000)[:1_000_000], marks=pytest.mark.slow)],
                          ids=["empty", "null", "1mb-word", "1mb-words"])
 def test_score_keeps_empty_and_huge_predictions(prediction: Any, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -662,13 +663,9 @@ def test_checkpoint_with_wrong_keys_or_corrupt_bytes(tmp_path: Path, capsys: pyt
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("demo-runs")
-    out = {}
-    for model, task in (("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "vqa")):
-        out[f"{model}-{task}"] = root / f"{model}-{task}"
-        run(RunConfig(model=model, task=task, dataset="demo", output=out[f"{model}-{task}"], quiet=True))
-    return out
+def demo_runs(demo_run: Callable[[str, str], Path]) -> dict[str, Path]:
+    return {f"{model}-{task}": demo_run(model, task)
+            for model, task in (("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "vqa"))}
 
 
 def _older(src: Path, dst: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:

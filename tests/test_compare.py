@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -18,14 +18,12 @@ from tests.support.runs import copy_run_with
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both baselines on the demo's diagnosis, report and VQA tasks, plus a re-run of one."""
+def runs(tmp_path_factory: pytest.TempPathFactory, demo_run: Callable[[str, str], Path]) -> dict[str, Path]:
+    """Both baselines on the demo's diagnosis, report and VQA tasks (the session's), plus a re-run of one."""
     root = tmp_path_factory.mktemp("compare-runs")
-    out = {}
-    for model, task in [("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "report"),
-                        ("retrieval", "report"), ("retrieval", "vqa")]:
-        out[f"{model}-{task}"] = root / f"{model}-{task}"
-        run(RunConfig(model=model, task=task, dataset="demo", output=out[f"{model}-{task}"], quiet=True))
+    out = {f"{model}-{task}": demo_run(model, task)
+           for model, task in [("majority", "diagnosis"), ("retrieval", "diagnosis"), ("majority", "report"),
+                               ("retrieval", "report"), ("retrieval", "vqa")]}
     out["rerun"] = root / "rerun"
     run(RunConfig(model="retrieval", task="report", dataset="demo", output=out["rerun"], quiet=True))
     return out

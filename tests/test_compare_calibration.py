@@ -16,6 +16,8 @@ from radbench.compare import paired_bootstrap
 from radbench.metrics.base import ScoreInput
 from radbench.metrics.bleu import Bleu
 
+pytestmark = pytest.mark.slow  # calibration over hundreds of simulated runs
+
 N = 500
 VOCAB = [f"w{i}" for i in range(60)]
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from radbench import results as results_mod
 from radbench.store import PREDICTIONS, RESULTS, SCORES
 from tests.conftest import TESTS
@@ -25,6 +27,7 @@ def _run(out: Path, *prefix: str) -> subprocess.CompletedProcess[str]:
                           timeout=180)
 
 
+@pytest.mark.slow
 def test_ten_seeded_kills_then_resume_equal_an_uninterrupted_run(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     assert _run(reference).returncode == 0

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from radbench import results as results_mod
 from radbench.store import PREDICTIONS, RESULTS, SCORES
 from tests.conftest import TESTS
@@ -60,6 +62,7 @@ def test_two_ranks_equal_one_rank(tmp_path: Path) -> None:
     assert not list((tmp_path / "two" / "parts").glob("*"))
 
 
+@pytest.mark.slow
 def test_resume_on_a_different_world_size(tmp_path: Path) -> None:
     _single(tmp_path / "reference", "--model-args", "delay=0.05")
     out = tmp_path / "resumed"
@@ -88,6 +91,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dead_rank_gives_rank0_a_clear_error(tmp_path: Path) -> None:
     out = tmp_path / "run"
     port = str(_free_port())
@@ -117,6 +121,7 @@ def test_gpus_per_replica_is_refused_by_adapters_that_cannot_split(tmp_path: Pat
     assert code == 2 and "cannot be split across GPUs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_per_rank_telemetry_and_a_slow_rank_is_reported(tmp_path: Path) -> None:
     proc = _torchrun(tmp_path / "two", 2, "--model-args", "delay=0.02,slow_rank=1")
     _, err = proc.communicate(timeout=300)

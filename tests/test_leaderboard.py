@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote
 
 import pytest
@@ -25,12 +25,12 @@ EVIL = "<script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both baselines on two demo tasks, in one folder of runs."""
+def runs(tmp_path_factory: pytest.TempPathFactory, demo_run: Callable[[str, str], Path]) -> Path:
+    """Both baselines on two demo tasks (copies of the session's runs), in one folder of runs."""
     root = tmp_path_factory.mktemp("lb-runs")
     for model in ("majority", "retrieval"):
         for task in ("diagnosis", "report"):
-            run(RunConfig(model=model, task=task, dataset="demo", output=root / f"{model}-{task}", quiet=True))
+            shutil.copytree(demo_run(model, task), root / f"{model}-{task}")
     return root
 
 

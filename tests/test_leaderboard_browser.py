@@ -23,6 +23,8 @@ from radbench.leaderboard import browser as browser_mod
 from radbench.leaderboard import html
 from radbench.leaderboard.browser import DevTools, overflow
 
+pytestmark = pytest.mark.slow  # starts a headless browser
+
 CHROMIUM = browser_mod.find_chromium()
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,

@@ -310,6 +310,7 @@ def test_references_are_extracted_once_across_models(index: Path, monkeypatch: p
     assert extracted == []
 
 
+@pytest.mark.slow
 def test_parallel_extraction_equals_serial(metric: Umls) -> None:
     texts = [TARGET, "Heart is enlarged. Small left pleural effusion; no collapsed lung.", "", "Atelectasis."] * 3
     spec = metric.spec()

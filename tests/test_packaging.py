@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TESTS
 
 ROOT = TESTS.parent
@@ -31,6 +33,7 @@ def test_editable_install_maps_folders_to_subpackages(tmp_path: Path) -> None:
         assert f"{name} {ROOT / folder}" in out.stdout
 
 
+@pytest.mark.slow
 def test_regular_install_has_no_generic_top_level_names(tmp_path: Path) -> None:
     target = tmp_path / "site"
     pip = subprocess.run(

@@ -76,6 +76,7 @@ def _cli(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     assert _cli(reference, "--batch-size", "2", "--model-args", "delay=0.05").wait(timeout=120) == 0

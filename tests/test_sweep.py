@@ -111,6 +111,7 @@ def test_sweep_runs_each_checkpoint_and_marks_changes(checkpoints: Path, tmp_pat
         100: 0, 200: 0, 1000: 0, 1500: runs[1500]["n_samples"]}
 
 
+@pytest.mark.slow
 def test_sweep_with_explicit_baseline(checkpoints: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     code = main(["sweep", "--model", MODEL, "--task", "diagnosis", "--dataset", "demo", "--quiet",
