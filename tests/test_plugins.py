@@ -85,7 +85,7 @@ def test_every_builtin_adapter_declares_what_it_supports(model: str) -> None:
     ("majority", ["--gen-kwargs", "temperature=0.7"], "ignores --gen-kwargs temperature (it applies: none)"),
     ("retrieval", ["--gen-kwargs", "max_new_tokens=8"], "ignores --gen-kwargs max_new_tokens"),
     ("medvint", ["--shots", "2"], "model 'medvint' ignores few-shot exemplars"),
-    ("radfm", ["--gen-kwargs", "top_k=5"], "ignores --gen-kwargs top_k (it applies: do_sample, max_new_tokens, num_beams"),
+    ("radfm", ["--gen-kwargs", "top_k=5"], "ignores --gen-kwargs top_k (it applies: do_sample, early_stopping, length_penalty, max_new_tokens, num_beams"),
 ])
 def test_settings_an_adapter_ignores_are_refused_before_loading(tmp_path: Path, capsys, model: str, args: list[str],
                                                                 needle: str) -> None:
