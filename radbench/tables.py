@@ -18,6 +18,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+
+from radbench import labels
+
 # The verdict of a paired comparison as a console mark; shared by the sweep table.
 MARK = {"regression": "▼", "improvement": "▲", "within_tolerance": "≈"}
 STYLES = {"regression": "bold red", "improvement": "green"}
@@ -56,8 +59,15 @@ def lower_is_better(res: dict[str, Any]) -> set[str]:
     return {m for cfg in res.get("metric_configs", {}).values() for m in cfg.get("lower_is_better", [])}
 
 
-def _label(metric_id: str, lower: set[str]) -> str:
-    return f"{metric_id} ↓" if metric_id in lower else metric_id
+def _label(metric_id: str, lower: set[str], res: dict[str, Any] | None = None) -> str:
+    """The metric as a reader should see it: its source where it has one ("UMLS F1 · HPO index"), ↓ when
+    lower is better."""
+    name = metric_label(metric_id, res.get("metric_configs", {})) if res else metric_id
+    return f"{name} ↓" if metric_id in lower else name
+
+
+def metric_label(metric_id: str, metric_configs: dict[str, Any]) -> str:
+    return labels.metric_labels([metric_id], metric_configs)[metric_id]
 
 
 def metric_source(configs: dict[str, dict[str, Any]]) -> str:
@@ -83,6 +93,13 @@ def legend(results: Sequence[dict[str, Any]]) -> str:
         line += "; ↓ = lower is better"
     if configs:
         line += f"; metric source: {metric_source(configs)}"
+        sourced = labels.describe_sources(configs)
+        if sourced:
+            line += f"; {sourced}"
+    bert = configs.get("bertscore")
+    if bert and not bert.get("rescale_with_baseline"):
+        # Unrescaled BERTScore of any two same-style sentences is high: a constant-answer baseline gets ~0.8.
+        line += "; BERTScore is not rescaled: unrelated reports of the same style already score about 0.8"
     return line
 
 
@@ -98,7 +115,8 @@ def results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str, c
     """Runs as rows and metrics as columns when that fits ``out``; else one row per run and metric."""
     metric_ids = [m for m in columns if any(m in r[2]["metrics"] for r in rows)]
     lower = {m for _, _, res in rows for m in lower_is_better(res)}
-    wide = Table(title=title)
+    wide = Table(title=title or None)
+    # Column headers keep the short ids (a sourced label would be cropped); the legend names the sources.
     for col in ("model", "task", "n", "failed", *(_label(m, lower) for m in metric_ids)):
         wide.add_column(col, justify="left" if col in ("model", "task") else "right")
     for model, task, res in rows:
@@ -106,13 +124,13 @@ def results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str, c
                      *(value_ci(res["metrics"].get(m)) for m in metric_ids))
     if fits(out, wide):
         return wide
-    long = Table(title=title)
+    long = Table(title=title or None)
     for col in ("model", "task", "metric", "value [95% CI]", "n"):
-        long.add_column(col, justify="right" if col in ("n",) else "left")
+        long.add_column(col, justify="right" if col in ("n",) else "left", no_wrap=col == "value [95% CI]")
     for model, task, res in rows:
         for i, metric_id in enumerate(m for m in metric_ids if m in res["metrics"]):
             first = i == 0
-            long.add_row(model if first else "", task if first else "", _label(metric_id, lower),
+            long.add_row(model if first else "", task if first else "", _label(metric_id, lower, res),
                          value_ci(res["metrics"][metric_id]), str(res["metrics"][metric_id]["n"]),
                          end_section=False)
         long.add_section()
@@ -122,7 +140,8 @@ def results_table(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str, c
 def print_results(rows: Sequence[tuple[str, str, dict[str, Any]]], title: str, columns: Iterable[str],
                   out: Console | None = None, footer: bool = True) -> None:
     out = out or console()
-    out.print(results_table(rows, title, columns, out))
+    out.print(Text(title, style="italic"), soft_wrap=True)  # a long run path stays whole and copyable
+    out.print(results_table(rows, "", columns, out))
     if footer:
         print_footer(out, [r[2] for r in rows])
 
@@ -133,10 +152,10 @@ def print_metric_list(res: dict[str, Any], title: str, out: Console | None = Non
     lower = lower_is_better(res)
     table = Table(title=f"{title} (n={res['n_samples']}, failed={res['failures']['count']})")
     for col in ("metric", "value", "95% CI", "n"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+        table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=col != "metric")
     for metric_id, m in res["metrics"].items():
         defined = m["value"] is not None
-        table.add_row(_label(metric_id, lower), fmt(m["value"], 4) if defined else "-",
+        table.add_row(_label(metric_id, lower, res), fmt(m["value"], 4) if defined else "-",
                       f"[{fmt(m['ci_low'], 4)}, {fmt(m['ci_high'], 4)}]" if defined and m["ci_low"] is not None else "-",
                       str(m["n"]))
     out.print(table)

@@ -49,8 +49,13 @@ def test_narrow_terminal_gets_the_long_layout_and_no_line_overflows(demo_rows) -
 def test_wide_terminal_gets_one_row_per_run(demo_rows) -> None:
     text = render(demo_rows, 200)
     assert max(len(line) for line in text.splitlines()) <= 200
-    header = next(line for line in text.splitlines() if "model" in line)
-    assert "bleu1" in header and "umls_f1" in header and "metric" not in header.replace("metric source", "")
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "model" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("┡"))
+    header = " ".join(lines[start:end])  # a sourced label may wrap inside its column header
+    assert "bleu1" in header and "umls_f1" in header
+    assert "umls source: HPO index" in text  # the legend names the concept source of the short ids
+    assert "metric" not in header.replace("metric source", "")
     assert sum("retrieval" in line for line in text.splitlines()) == 2
 
 
@@ -73,6 +78,16 @@ def test_one_legend_line_says_how_to_read_and_where_metrics_come_from(demo_rows)
     assert "point estimate with 95% bootstrap CI over" in line
     assert "metric source:" in line and "bleu=pycocoevalcap" in line and "bertscore=BERTScore" in line
     assert "↓ = lower is better" in line  # VQA's parse_failure_rate is in the runs
+    # Why a constant-answer baseline scores ~0.8 on BERTScore: the encoder is not rescaled.
+    assert "BERTScore is not rescaled" in line
+
+
+def test_concept_and_encoder_metrics_are_shown_with_their_source(demo_rows) -> None:
+    """A reader must not take the HPO-index number for the paper's UMLS metric: the row says its source."""
+    text = render(demo_rows, 80)
+    assert "UMLS F1 · HPO index" in text  # a long label wraps inside its cell at 80 columns
+    assert "BERTScore F1 ·" in text and "all-MiniLM-L6-v2, layer 6" in text
+    assert "umls_f1" not in text and "bertscore_f1" not in text
 
 
 def test_legend_names_the_cluster_unit_actually_resampled() -> None:
