@@ -19,19 +19,9 @@ from radbench.models.llava_med import LlavaMedAdapter  # noqa: E402
 from radbench.store import RESULTS  # noqa: E402
 from tests.test_adapter_llava import write_released  # noqa: E402
 from tests.test_adapter_radfm import _write_released_layout  # noqa: E402
-from tests.test_hub import COMMIT, cache_repo  # noqa: E402
+from tests.test_hub import COMMIT, cache, cache_repo  # noqa: E402,F401  (cache: the offline Hub cache fixture)
 
 LLAVA = "microsoft/llava-med-v1.5-mistral-7b"
-
-
-@pytest.fixture()
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "hf-cache"
-    path.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("RADBENCH_CACHE", str(tmp_path / "radbench-cache"))
-    return path
 
 
 @pytest.fixture(scope="module")
