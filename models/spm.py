@@ -1,7 +1,7 @@
 """SentencePiece tokenization exactly as the authors' slow ``LlamaTokenizer`` ran it.
 
-RadFM (transformers 4.28), MedVInT (PMC-LLaMA's 4.28-era stack) and LLaVA-Med (4.36, ``use_fast=False``,
-legacy) all tokenized through the *slow* ``LlamaTokenizer``: the text is cut at the added tokens, each
+RadFM (transformers 4.28) and MedVInT (PMC-LLaMA's 4.28-era stack) tokenized through the *slow*
+``LlamaTokenizer`` (Med-Flamingo and LLaVA-Med ran the fast one: :mod:`radbench.models.fast_llama`): the text is cut at the added tokens, each
 remaining chunk goes through ``sentencepiece`` on its own (so each chunk gets SentencePiece's dummy-prefix
 ``▁``), and the ids of the chunks and of the added tokens are concatenated after one BOS. transformers
 5.x's ``LlamaTokenizer`` is built on ``tokenizers`` instead and splits differently (a run of spaces

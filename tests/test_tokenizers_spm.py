@@ -1,4 +1,6 @@
-"""Every SentencePiece adapter tokenizes and decodes as SentencePiece under the authors' slow tokenizer.
+"""RadFM and MedVInT tokenize and decode as SentencePiece under the authors' slow tokenizer.
+
+(Med-Flamingo and LLaVA-Med ran the converted fast tokenizer: ``tests/test_tokenizers_fast.py``.)
 
 The reference is ``sentencepiece`` itself on the same ``tokenizer.model``, plus the slow
 ``LlamaTokenizer``'s handling of added tokens re-derived here from transformers 4.28's
@@ -21,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from radbench.errors import UsageError
-from radbench.models import flamingo_convert, flamingo_modeling, llava_med, radfm, tokenizers
+from radbench.models import radfm, tokenizers
 from radbench.models.spm import SentencePieceTokenizer
 from tests.support import spm_models
 
@@ -176,56 +178,6 @@ def test_radfm_image_block_and_the_word_after_it(radfm_tokenizer: SentencePieceT
     assert tok.convert_ids_to_tokens(tok("<s>")["input_ids"])[1] != "<s>"  # RadFM's config names no <s>
 
 
-@pytest.fixture(scope="module")
-def flamingo_tokenizer(folder: Path) -> SentencePieceTokenizer:
-    return flamingo_convert.prepare_tokenizer("medflamingo", tokenizers.load_llama_tokenizer("medflamingo", folder))
-
-
-@SETTINGS
-@given(text=with_tokens(["<image>", "<|endofchunk|>", "<PAD>", "<s>", "</s>", "<unk>"]))
-def test_med_flamingo_prompts_match_the_slow_tokenizer(flamingo_tokenizer: SentencePieceTokenizer, folder: Path,
-                                                      text: str) -> None:
-    """``<|endofchunk|>``, ``<image>``, ``<PAD>`` strip no whitespace (open_flamingo added them to the fast
-    tokenizer as plain strings); LLaMA's own specials strip neither."""
-    sp, tok = processor(folder), flamingo_tokenizer
-    tokens = {**CONTROL, **{t: (False, False) for t in (flamingo_modeling.EOC, flamingo_modeling.IMAGE, flamingo_modeling.PAD)}}
-    ids = tok(text)["input_ids"]
-    assert ids == [1] + slow_tokenize(sp, text, tokens, tok.convert_tokens_to_ids)
-    skipped = {0, 1, 2} | set(range(sp.get_piece_size(), len(tok)))
-    assert tok.decode(ids, skip_special_tokens=True) == sp_decode_without(sp, ids, skipped)
-
-
-def test_med_flamingo_special_ids_follow_the_vocabulary(flamingo_tokenizer: SentencePieceTokenizer,
-                                                        folder: Path) -> None:
-    base = processor(folder).get_piece_size()
-    tok = flamingo_tokenizer
-    assert tok.convert_tokens_to_ids([flamingo_modeling.EOC, flamingo_modeling.IMAGE, flamingo_modeling.PAD]) == [base, base + 1, base + 2]
-    assert (len(tok), tok.pad_token_id, tok.padding_side) == (base + 3, base + 2, "left")
-
-
-def tokenizer_image_token(sp: spm.SentencePieceProcessor, prompt: str, image: int, count: int) -> list[int]:
-    """LLaVA's ``tokenizer_image_token`` over the slow tokenizer, ``<image>`` expanded ``count`` times."""
-    chunks = [[1] + slow_tokenize(sp, chunk, CONTROL, sp.piece_to_id) for chunk in prompt.split("<image>")]
-    out = [1]
-    for index, chunk in enumerate(chunks):
-        if index:
-            out.extend([image] * count)
-        out.extend(chunk[1:])
-    return out
-
-
-@SETTINGS
-@given(question=with_tokens(["<s>", "</s>"]), images=st.integers(1, 2))
-def test_llava_med_prompts_match_tokenizer_image_token(folder: Path, question: str, images: int) -> None:
-    sp = processor(folder)
-    tok = llava_med.prepare_tokenizer(tokenizers.load_llama_tokenizer("llava-med", folder))
-    image = tok.convert_tokens_to_ids(llava_med.IMAGE_TOKEN)
-    prompt = "[INST] " + "<image>\n" * images + question + " [/INST]"
-    ids = llava_med.tokenize_with_images(tok, prompt, image, 3)
-    assert ids == tokenizer_image_token(sp, prompt, image, 3)
-    assert image == sp.get_piece_size() and len(tok) == image + 1
-
-
 # ---------------------------------------------------------------------------------------------
 # The tokenizer's own contract
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +190,11 @@ def test_the_config_decides_bos_eos_and_the_names_cut_out(tmp_path: Path) -> Non
     assert ids[0] != 1 and ids[-1] == 2 and 1 in ids
 
 
-def test_pickling_keeps_added_tokens(flamingo_tokenizer: SentencePieceTokenizer) -> None:
-    copy = pickle.loads(pickle.dumps(flamingo_tokenizer))
-    text = "<image>Question: what?<|endofchunk|>  Answer"
-    assert copy(text)["input_ids"] == flamingo_tokenizer(text)["input_ids"]
-    assert len(copy) == len(flamingo_tokenizer)
+def test_pickling_keeps_added_tokens(radfm_tokenizer: SentencePieceTokenizer) -> None:
+    copy = pickle.loads(pickle.dumps(radfm_tokenizer))
+    text = "<image><image0>Question: what?</image>  Answer"
+    assert copy(text)["input_ids"] == radfm_tokenizer(text)["input_ids"]
+    assert len(copy) == len(radfm_tokenizer)
 
 
 def test_a_folder_without_tokenizer_model_or_with_a_broken_one_is_one_line(tmp_path: Path) -> None:
