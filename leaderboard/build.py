@@ -17,17 +17,18 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
-from radbench import __version__, labels, registry, results
+from radbench import __version__, labels, results
 from radbench.results import RunData, load_results, protocol_differences
 from radbench.errors import UsageError
 from radbench import schemas
-from radbench.leaderboard import verify
 from radbench.store import PREDICTIONS, RESULTS, SCORES, atomic_write_json, remove_leftover_temporaries
 
 SCHEMA_VERSION = "1"
+# A task's metrics in leaderboard order, its primary metric first (empty for a task unknown here).
+TaskMetrics = Callable[[str], Sequence[str]]
 
 
 def collect(paths: Sequence[Path]) -> list[RunData]:
@@ -156,23 +157,16 @@ def _rank(entries: list[dict[str, Any]], metric_id: str, higher_is_better: bool 
         row["rank_range"] = [1 + better, len(rows) - worse]
 
 
-def _metric_order(task: str, present: set[str]) -> list[str]:
+def _metric_order(task: str, present: set[str], task_metrics: TaskMetrics | None) -> list[str]:
     """The task's primary metric (it orders the entries), its other default metrics, then any others."""
-    try:
-        cls = registry.get("tasks", task)
-    except UsageError:  # a task from a plugin that is not installed here: rank alphabetically
-        defaults = []
-    else:
-        defaults = list(cls.default_metrics)
-        primary = getattr(cls, "primary_metric", "")
-        defaults = ([primary] if primary else []) + [m for m in defaults if m != primary]
+    defaults = list(task_metrics(task)) if task_metrics else []
     return [m for m in defaults if m in present] + sorted(present - set(defaults))
 
 
-def _group(index: int, group: _Group, out_dir: Path) -> dict[str, Any]:
+def _group(index: int, group: _Group, out_dir: Path, task_metrics: TaskMetrics | None) -> dict[str, Any]:
     first = group.runs[0].results
     present = {m for run in group.runs for m in run.results["metrics"]}
-    metrics = _metric_order(first["task"]["name"], present)
+    metrics = _metric_order(first["task"]["name"], present, task_metrics)
     configs: dict[str, Any] = {}
     for run in group.runs:
         for name, cfg in run.results["metric_configs"].items():
@@ -209,13 +203,20 @@ def _group(index: int, group: _Group, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title: str | None = None) -> dict[str, Any]:
-    """Build, validate and write ``leaderboard.json``; returns it."""
+def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title: str | None = None, *,
+          check: Callable[[RunData], None] | None = None, task_metrics: TaskMetrics | None = None) -> dict[str, Any]:
+    """Build, validate and write ``leaderboard.json``; returns it.
+
+    ``check`` cross-checks each run's published numbers before it is ranked and ``task_metrics``
+    names a task's metrics, primary first; both come from the caller (radbench/board.py wires
+    radbench/verify.py and the task registry), so this folder needs neither the metrics nor the tasks.
+    """
     runs = collect(paths)
     if not runs:
         raise UsageError("no runs given")
     for run in runs:  # a summary that its own per-sample scores contradict is never ranked
-        verify.check(run)
+        if check is not None:
+            check(run)
     groups = group_runs(runs, allow_mixed)
     out_dir = output.parent if str(output.parent) else Path(".")
     board = {
@@ -225,7 +226,7 @@ def build(paths: Sequence[Path], output: Path, allow_mixed: bool = False, title:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "radbench": {"version": __version__, "git_commit": results.git_commit()},
         "allow_mixed": allow_mixed,
-        "groups": [_group(i, g, out_dir) for i, g in enumerate(groups, start=1)],
+        "groups": [_group(i, g, out_dir, task_metrics) for i, g in enumerate(groups, start=1)],
     }
     schemas.validate(board, "leaderboard")
     remove_leftover_temporaries(output)  # a build killed mid-write (SIGKILL, SIGTERM) left its temporary

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from radbench import registry
+from radbench.targets import load_target
 from radbench.errors import UsageError
 from radbench.models.base import Adapter, file_fingerprint
 from radbench.types import Request, stable_hash
@@ -158,7 +158,7 @@ class PythonCallableAdapter(Adapter):
         if batch_size < 1:
             raise UsageError(f"model 'python': batch_size must be >= 1, got {batch_size}")
         _import_from_cwd()
-        obj = registry.load_target(target, f"model 'python' fn={target!r}")
+        obj = load_target(target, f"model 'python' fn={target!r}")
         if inspect.isclass(obj):
             try:
                 fn = obj(**args)

@@ -265,7 +265,6 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from radbench.runner import load_task
     from radbench.tasks.base import DataOptions
-    from radbench.tasks.validate import render, validate
 
     task = load_task(args.task)
     name = args.dataset or task.default_dataset
@@ -274,8 +273,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"dataset {name!r} has no task {task.name!r}; it covers {', '.join(dataset.tasks)}")
     options = DataOptions(args.data_root, DataOptions.parse_image_roots(args.image_root), args.prompts, args.strict,
                           args.allow_outside_root, args.window, args.seed, args.max_images)
-    report = validate(dataset, task.name, options, args.split, read_pixels=not args.quick)
-    print(render(report))
+    report = registry.service("validate")(dataset, task.name, options, args.split, read_pixels=not args.quick)
+    print(registry.service("validate.render")(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -304,12 +303,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 quiet=args.quiet, metric_args=settings))
             rows.append((model, task, res))
     print_results_table(rows, f"radbench demo (DEMO DATA, NOT A BENCHMARK) -> {args.output}")
-    from radbench.leaderboard import build, html
+    from radbench import board as boards
 
     board = args.output / "leaderboard.json"
-    build.build([args.output / f"{model}-{task}" for model, task, _ in rows], board,
-                title="radbench demo leaderboard (DEMO DATA, NOT A BENCHMARK)")
-    html.write(board, args.output / "index.html")
+    boards.build([args.output / f"{model}-{task}" for model, task, _ in rows], board,
+                 title="radbench demo leaderboard (DEMO DATA, NOT A BENCHMARK)")
+    boards.write_html(board, args.output / "index.html")
     print(f"leaderboard: {board} and {args.output / 'index.html'}")
     return 0
 
@@ -347,14 +346,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from radbench.leaderboard import build, html
+    from radbench import board as boards
 
     if args.leaderboard_command == "build":
-        board = build.build(args.runs, args.output, allow_mixed=args.allow_mixed, title=args.title)
+        board = boards.build(args.runs, args.output, allow_mixed=args.allow_mixed, title=args.title)
         entries = sum(len(g["entries"]) for g in board["groups"])
         print(f"{args.output}: {entries} runs in {len(board['groups'])} groups")
     else:
-        html.write(args.leaderboard, args.output)
+        boards.write_html(args.leaderboard, args.output)
         print(f"{args.output}: written")
     return 0
 

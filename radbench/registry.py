@@ -10,7 +10,6 @@ is also accepted wherever a registered name is, for code that is not packaged at
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ from typing import Any
 
 from radbench.errors import UsageError
 from radbench.suggest import did_you_mean
+from radbench.targets import load_target
 
 KINDS = ("models", "tasks", "datasets", "metrics")
 
@@ -65,6 +65,17 @@ BUILTIN: dict[str, dict[str, str]] = {
         "rationale": "radbench.metrics.rationale:Rationale",
         "rationale_text": "radbench.metrics.rationale:RationaleText",
     },
+}
+
+# What the orchestration (cli, rescore, board) calls inside the plugin folders, by name, so that it
+# imports none of them directly (tests/test_layers.py checks this) and loads each only when used.
+SERVICES: dict[str, str] = {
+    "leaderboard.build": "radbench.leaderboard.build:build",
+    "leaderboard.html": "radbench.leaderboard.html:write",
+    "validate": "radbench.tasks.validate:validate",
+    "validate.render": "radbench.tasks.validate:render",
+    "radfm.csv_rows": "radbench.tasks.datasets.radfm_files:read_csv_rows",
+    "prompts.provenance": "radbench.tasks.templates:prompt_provenance",
 }
 
 # A metric object can produce several metric ids (one BLEU pass gives bleu1..bleu4); users name ids.
@@ -123,24 +134,6 @@ class Entry:
         return load_target(self.target, f"{self.name!r}")
 
 
-def load_target(target: str, what: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise UsageError(f"{what}: expected 'package.module:attribute', got {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise UsageError(f"{what}: cannot import module {module_name!r}") from exc
-        raise UsageError(
-            f"{what}: module {module_name!r} needs the package {exc.name!r}, which is not installed"
-        ) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise UsageError(f"{what}: module {module_name!r} has no attribute {attr!r}") from exc
-
-
 @lru_cache(maxsize=None)
 def _plugin_entry_points(kind: str) -> tuple[Any, ...]:
     """Installed entry points of one group, scanned once per process (the scan reads every dist)."""
@@ -192,6 +185,13 @@ def get(kind: str, name: str) -> Any:
     singular = kind[:-1]
     known = names(kind)
     raise UsageError(f"unknown {singular} {name!r}; available: {', '.join(known)}{did_you_mean(name, known)}")
+
+
+def service(name: str) -> Any:
+    """The plugin function registered in :data:`SERVICES` under ``name``."""
+    if name not in SERVICES:
+        raise UsageError(f"unknown service {name!r}; available: {', '.join(sorted(SERVICES))}")
+    return load_target(SERVICES[name], f"service {name!r}")
 
 
 def metric_group(metric_id: str) -> str:

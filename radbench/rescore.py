@@ -16,14 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from radbench import results, safe_io, scoring
+from radbench import registry, results, safe_io, scoring
 from radbench.errors import UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.options import MetricSettings
 from radbench.runner import load_task
 from radbench.store import RESULTS, SCORES, read_jsonl, write_jsonl
-from radbench.tasks.datasets.common import identifier
-from radbench.types import stable_hash
+from radbench.types import identifier, stable_hash
 
 RADFM_COLUMNS = ("Question", "Ground Truth", "Pred", "belong_to")
 
@@ -46,10 +45,8 @@ def _cell(path: Path, row: int, column: str, text: str) -> str:
 
 
 def read_radfm_csv(path: Path) -> list[dict[str, Any]]:
-    from radbench.tasks.datasets.radfm_files import read_csv_rows
-
     out = []
-    for row, r in read_csv_rows(path, RADFM_COLUMNS):
+    for row, r in registry.service("radfm.csv_rows")(path, RADFM_COLUMNS):
         subset = _cell(path, row, "belong_to", r["belong_to"])
         out.append(
             {

@@ -35,8 +35,14 @@ from radbench.store import (
     remove_stale_temporaries,
     write_jsonl,
 )
-from radbench.tasks.base import DataOptions, Dataset, Task, failed_row, load_split, select_exemplars
-from radbench.tasks.templates import PromptLibrary
+from radbench.tasks.base import (
+    DataOptions,
+    Dataset,
+    Task,
+    failed_row,
+    load_split,
+    select_exemplars,
+)
 from radbench.types import Prediction, Request, Sample, stable_hash
 
 TIMINGS = "timings.jsonl"
@@ -440,7 +446,7 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
         "gen_kwargs": p.requests[0].gen_kwargs,
         "prompt_hash": stable_hash([r.prompt_hash() for r in p.requests]),
         "exemplar_manifest_hash": manifest_hash(p.pool) if p.pool else None,
-        "prompts": PromptLibrary.discover(p.options).describe(),
+        "prompts": registry.service("prompts.provenance")(p.options),
         "data_options": {"strict": p.options.strict, "window": p.options.window,
                          "allow_outside_root": p.options.allow_outside_root,
                          "max_images": p.options.image_cap(getattr(p.dataset, "max_images", None)),

@@ -29,6 +29,8 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from radbench.errors import UsageError
+
 MAX_IMAGE_BYTES = int(os.environ.get("RADBENCH_MAX_IMAGE_BYTES", str(1 << 30)))
 MAX_IMAGE_PIXELS = int(os.environ.get("RADBENCH_MAX_IMAGE_PIXELS", str(1 << 26)))
 MAX_DATA_BYTES = int(os.environ.get("RADBENCH_MAX_DATA_BYTES", str(1 << 30)))
@@ -262,3 +264,14 @@ def npy_header_problem(path: str | os.PathLike[str]) -> str | None:
         return None
     what = "empty" if not head else "all zero bytes at the start" if not any(head) else f"it starts with {head!r}"
     return f"{os.fspath(path)} is not a .npy file (no NumPy header: {what})"
+
+
+def parse_json(text: str, path: Path) -> Any:
+    """JSON from ``text``; malformed JSON is a one-line error naming the file, line and column."""
+    try:
+        # NaN stays a value (a missing field of one row); nesting past safe_io.MAX_NESTING is refused
+        return loads_json(text, allow_nan=True)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnsafeInput as exc:
+        raise UsageError(f"{path}: {exc}") from None

@@ -210,3 +210,20 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# How spreadsheets and pandas spell an empty cell; as an identifier each would join unrelated rows.
+MISSING_IDS = {"", "nan", "none", "null", "na", "n/a", "<na>", "nat"}
+
+
+def identifier(value: Any) -> str | None:
+    """A patient or study id, or None when the field is empty or spells a missing value.
+
+    A ``NaN`` (a JSON number, or pandas' ``"nan"`` in a CSV) is no id: taken as text, every row
+    missing one would share the bootstrap cluster ``"nan"``; as None the sample falls back to its
+    study or sample id, as a row without the column does.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    out = (value if isinstance(value, str) else str(value)).strip()
+    return None if out.lower() in MISSING_IDS else out

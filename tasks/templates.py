@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions, failed_row
-from radbench.tasks.datasets.common import parse_json
+from radbench.safe_io import parse_json
 from radbench.types import Sample, stable_hash
 
 # Changing any own template or assembly rule changes prompts: bump it (it is in every prompt plan).
@@ -216,3 +216,9 @@ def plan(sample: Sample, family: Family, library: PromptLibrary, seed: int) -> S
 
 def plan_all(samples: Sequence[Sample], family: str, library: PromptLibrary, seed: int) -> list[Sample]:
     return [plan(s, FAMILIES[family], library, seed) for s in samples]
+
+
+def prompt_provenance(options: DataOptions) -> dict[str, Any]:
+    """Which templates a run with ``options`` renders (radbench's own, or RadFM's files with their
+    SHA-256), for results.json; the runner reaches it through the registry (``prompts.provenance``)."""
+    return PromptLibrary.discover(options).describe()

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions
+from radbench.safe_io import parse_json
 from radbench.types import ImageKind, ImageRef, Sample
 
 
@@ -43,17 +44,6 @@ def _undecodable(value: Any) -> bool:
     if isinstance(value, list):
         return any(_undecodable(v) for v in value)
     return False
-
-
-def parse_json(text: str, path: Path) -> Any:
-    """JSON from ``text``; malformed JSON is a one-line error naming the file, line and column."""
-    try:
-        # NaN stays a value (a missing field of one row); nesting past safe_io.MAX_NESTING is refused
-        return safe_io.loads_json(text, allow_nan=True)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except safe_io.UnsafeInput as exc:
-        raise UsageError(f"{path}: {exc}") from None
 
 
 def utf16_problem(data: bytes) -> str | None:
@@ -220,23 +210,6 @@ class Source:
                        for ch in reference)
         readable = lone.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return self.sample(row, suffix, references=(readable,), metadata={"error": message})
-
-
-# How spreadsheets and pandas spell an empty cell; as an identifier each would join unrelated rows.
-MISSING_IDS = {"", "nan", "none", "null", "na", "n/a", "<na>", "nat"}
-
-
-def identifier(value: Any) -> str | None:
-    """A patient or study id, or None when the field is empty or spells a missing value.
-
-    A ``NaN`` (a JSON number, or pandas' ``"nan"`` in a CSV) is no id: taken as text, every row
-    missing one would share the bootstrap cluster ``"nan"``; as None the sample falls back to its
-    study or sample id, as a row without the column does.
-    """
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    out = text(value).strip()
-    return None if out.lower() in MISSING_IDS else out
 
 
 def text(value: Any) -> str:

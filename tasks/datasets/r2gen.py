@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from radbench.errors import UsageError
-from radbench.tasks.datasets.common import Source, identifier, text
+from radbench.tasks.datasets.common import Source, text
 from radbench.tasks.datasets.formats import Format, load_json
 from radbench.tasks.datasets.radfm_files import clean_answer
-from radbench.types import Sample
+from radbench.types import Sample, identifier
 
 NAME = "annotation.json"
 KEYS = {"test": "test", "train": "train"}

@@ -25,10 +25,10 @@ from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.images.windows import parse_window
 from radbench.tasks.base import DataOptions, cap_images
-from radbench.tasks.datasets.common import Row, Source, identifier, parse_json, read_data_bytes, read_rows, text
+from radbench.tasks.datasets.common import Row, Source, parse_json, read_data_bytes, read_rows, text
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer, kind_of
 from radbench.tasks.templates import TEMPLATES_VERSION
-from radbench.types import ImageKind, Sample
+from radbench.types import ImageKind, Sample, identifier
 
 CONFIG_NAMES = ("radbench.yaml", "radbench.yml", "radbench.json", "dataset.yaml", "dataset.yml", "dataset.json")
 KEYS = {"name", "description", "task", "data", "splits", "columns", "image_root", "image_kind", "prompt",

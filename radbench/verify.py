@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from radbench.compare import RunData, load_run
+from radbench.results import RunData, load_run
 from radbench.errors import UsageError
 
 TOLERANCE = 1e-9  # relative; the recomputation reads the same floats the run wrote
@@ -44,7 +44,7 @@ def _check_entry(where: str, entry: dict[str, Any], records: list[dict[str, Any]
 
 def check(run: RunData) -> None:
     """Raise :class:`UsageError` naming ``run`` and the number when its summary disagrees with its scores."""
-    from radbench import registry
+    from radbench import registry  # imported on use: `radbench --help` stays light
     from radbench.scoring import resolve_metrics
 
     scored = load_run(run.path)
