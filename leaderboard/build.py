@@ -6,7 +6,7 @@ run's files, so a published number can be traced to its per-sample predictions. 
 only against runs that measured the same thing: the same task and version, dataset manifest,
 prompts, decoding settings and metric configuration (:func:`radbench.results.protocol_differences`).
 Mixing is refused with the differing field named, because a leaderboard that silently ranks runs of
-two task versions is the failure this file exists to prevent (harness-lessons §7, items 12 and 22).
+two task versions is the failure this file exists to prevent.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _link(target: Path, base: Path) -> str | None:
 
 
 def _trained_on_dataset(trained_on: str, dataset: str) -> str:
-    """``yes``/``no``/``unknown``: did the weights see this dataset's train split (lessons §7.19)?"""
+    """``yes``/``no``/``unknown``: did the weights see this dataset's train split?"""
     value = trained_on.strip().lower()
     if value in ("", "unknown"):
         return "unknown"

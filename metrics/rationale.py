@@ -1,7 +1,7 @@
 """Rationale diagnosis scored the way a radiologist reads it.
 
 RadFM's rationale reference is the disease's article text, the sentence "The Radiographic features
-can be summarized as follows.", then the case's radiographic features (radfm-radbench.md §4.4).
+can be summarized as follows.", then the case's radiographic features.
 BLEU and ROUGE over that whole text reward reproducing the article and barely notice a wrong
 diagnosis, a missed feature, a swapped side or a dropped "no". A radiologist reading a rationale
 asks those questions instead, and so does group ``rationale``:

@@ -470,7 +470,7 @@ IMBALANCE = 1.5
 
 
 def _warn_if_imbalanced(ranks: list[dict[str, Any]], minimum: int = 8) -> None:
-    """One stderr line when some rank generated much slower than the fastest (lessons §7.25)."""
+    """One stderr line when some rank generated much slower than the fastest."""
     rates = {r["rank"]: r["generated"] / r["seconds"] for r in ranks if r["generated"] >= minimum and r["seconds"] > 0}
     if len(rates) < 2:
         return

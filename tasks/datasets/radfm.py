@@ -2,7 +2,7 @@
 
 Point ``--data-root`` at the unzipped ``RadFM_data_csv`` (the files may sit in a sub-folder such as
 ``data_csv/``) next to the images. Each file is looked up under every spelling the RadFM code, its
-README and its Hugging Face card use (radfm-radbench.md section 4.1), so a renamed download needs no
+README and its Hugging Face card use, so a renamed download needs no
 renaming by hand. Image paths in the published files are the authors' absolute paths: map them
 with ``--image-root OLD=NEW``; ``radbench validate`` shows which prefixes need it.
 """

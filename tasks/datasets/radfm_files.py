@@ -1,4 +1,4 @@
-"""Readers for the file formats of RadFM's test sets (radfm-radbench.md section 4.2).
+"""Readers for the file formats of RadFM's test sets.
 
 Each reader turns one CSV or JSON file into :class:`~radbench.types.Sample` objects, with the answer
 built exactly as RadFM's dataset classes build it (including removing ``•``, as RadFM's
