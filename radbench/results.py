@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from radbench import __version__
 from radbench import labels, safe_io
 from radbench.errors import UsageError
+from radbench.security import redact
 from radbench.store import RESULTS, SCORES, atomic_write_json, read_jsonl
 
 if TYPE_CHECKING:
@@ -62,6 +63,33 @@ def library_versions() -> dict[str, str | None]:
 
 def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "libraries": library_versions()}
+
+
+def provenance(*, task: dict[str, Any], dataset: dict[str, Any], model: dict[str, Any], n_samples: int, seed: int,
+               shots: int, config: dict[str, Any], gen_kwargs: dict[str, Any], prompt_hash: str,
+               exemplar_manifest_hash: str | None, prompts: dict[str, Any], data_options: dict[str, Any],
+               preprocessing: dict[str, Any] | None) -> dict[str, Any]:
+    """The provenance part of ``results.json``: what was run, on what, with which settings and seeds.
+
+    One seed drives every random choice of a run, so the per-library seeds are recorded as that seed;
+    the run configuration is redacted (an ``api_key=`` model-arg, a key inside a URL).
+    """
+    return {
+        "task": task,
+        "dataset": dataset,
+        "model": model,
+        "n_samples": n_samples,
+        "seed": seed,
+        "seeds": {"python": seed, "numpy": seed, "torch": seed, "fewshot_sampler": seed, "bootstrap": seed},
+        "shots": shots,
+        "config": redact(config),
+        "gen_kwargs": gen_kwargs,
+        "prompt_hash": prompt_hash,
+        "exemplar_manifest_hash": exemplar_manifest_hash,
+        "prompts": prompts,
+        "data_options": data_options,
+        "preprocessing": preprocessing,
+    }
 
 
 def build(report: ScoreReport, provenance: dict[str, Any], failures: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from radbench import distributed, identity, images, registry, results, scoring
+from radbench import distributed, identity, images, placement, registry, results, scoring
 from radbench.errors import SampleError, UsageError
 from radbench.metrics.base import ScoreInput
 from radbench.models.base import Adapter
@@ -26,7 +26,6 @@ from radbench.options import parse_kv
 from radbench.progress import Progress
 from radbench import safe_io
 from radbench.lock import RunLock
-from radbench.security import redact
 from radbench.store import (
     RESULTS,
     SCORES,
@@ -200,7 +199,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
     scoring.resolve_metrics(metric_ids, config.metric_args)
     model_args = parse_kv(config.model_args, "--model-args")
     trained_on = model_args.pop("trained_on", "unknown")
-    _place_replica(config.model, adapter_cls, model_args, world)
+    placement.place_replica(config.model, adapter_cls, model_args, world)
 
     options = config.data_options()
     samples = load_split(dataset, task.name, "test", options)
@@ -215,7 +214,7 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
         _check_images(samples)
 
     seed_everything(config.seed)
-    adapter = _load_adapter(config.model, adapter_cls, model_args)
+    adapter = placement.load_adapter(config.model, adapter_cls, model_args)
     wants_pool = config.shots > 0 or type(adapter).observe_exemplars is not Adapter.observe_exemplars
     pool = load_split(dataset, task.name, "train", options) if wants_pool else []
     if options.strict:
@@ -229,51 +228,6 @@ def plan(config: RunConfig, world: distributed.World) -> Plan:
                 options)
 
 
-def _load_adapter(model: str, adapter_cls: type[Adapter], model_args: dict[str, str]) -> Adapter:
-    """Build the adapter; a model too large for its GPU is a one-line error that says what to try."""
-    adapter: Adapter | None = None
-    try:
-        adapter = adapter_cls.from_args(**model_args)
-    except Exception as exc:
-        if not _out_of_memory(exc):
-            raise
-    if adapter is None:  # out of memory, outside the except block so the partial model can be freed
-        _release_memory()
-        where = f"GPUs {model_args['gpus']}" if model_args.get("gpus") else model_args.get("device") or "its GPU"
-        raise UsageError(f"model {model!r} ran out of memory while loading onto {where}: use dtype=bf16 or fp16, "
-                         "or split it over several GPUs (--model-args gpus_per_replica=K, or device_map=auto)")
-    return adapter
-
-
-def _place_replica(model: str, adapter_cls: type[Adapter], model_args: dict[str, str],
-                   world: distributed.World) -> None:
-    """Give this rank its GPUs: one per rank, or a disjoint block of K for a model split across GPUs.
-
-    ``gpus_per_replica=K`` asks for K; ``device_map=auto`` under torchrun shares the node's GPUs
-    evenly between its ranks (one process alone takes them all). The adapter receives ``gpus=``.
-    """
-    split = "gpus_per_replica" in model_args or "device_map" in model_args or "gpus" in model_args
-    if split and not adapter_cls.supports_device_map:
-        raise UsageError(f"model {model!r} cannot be split across GPUs (gpus_per_replica/device_map); "
-                         "run one replica per GPU instead")
-    if "gpus_per_replica" in model_args:
-        try:
-            per_replica = int(model_args.pop("gpus_per_replica"))
-        except ValueError:
-            raise UsageError("--model-args gpus_per_replica must be a whole number") from None
-        if per_replica < 1:
-            raise UsageError(f"--model-args gpus_per_replica must be >= 1, got {per_replica}")
-    elif split and world.distributed and "gpus" not in model_args:
-        per_replica = max(1, distributed.gpu_count() // distributed.ranks_per_node(world))
-    else:
-        if not split and world.distributed and "device" not in model_args and _cuda_available():
-            model_args["device"] = f"cuda:{world.local_rank}"
-        return
-    gpus = distributed.check_gpus(world, per_replica)
-    model_args.setdefault("device_map", "auto")
-    model_args.setdefault("gpus", ",".join(map(str, gpus)))
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and (if loaded) torch before the model is built; recorded in results."""
     import random
@@ -284,15 +238,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
-
-
-def _cuda_available() -> bool:
-    """Only asked in distributed runs, so single-process CPU runs never import torch here."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
@@ -313,23 +258,6 @@ def _prefetch(adapter: Adapter, requests: list[Request]) -> None:
             safe_io.advise_willneed(images.resolve(ref))
         except SampleError:
             pass
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """An accelerator out-of-memory error (``torch.OutOfMemoryError``), recognised without importing torch."""
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    return oom is not None and isinstance(exc, oom)
-
-
-def _release_memory() -> None:
-    """After an out-of-memory error: collect what the failed call left and return cached blocks to the GPU."""
-    import gc
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def generate(
@@ -377,10 +305,10 @@ def generate(
             try:
                 outputs = _generate_batch(p.adapter, [p.requests[i] for i in batch])
             except Exception as exc:
-                if not _out_of_memory(exc):
+                if not placement.out_of_memory(exc):
                     raise
             if outputs is None:  # out of memory; outside the except block, so its traceback's tensors can go
-                _release_memory()
+                placement.release_memory()
                 if size == 1:
                     sample = p.samples[batch[0]]
                     raise UsageError(
@@ -428,34 +356,32 @@ def finish(p: Plan, config: RunConfig, store: PredictionStore, timing: dict[str,
     report = scoring.score(scored, p.metric_ids, seed=config.seed, settings=config.metric_args)
     write_jsonl(config.output / SCORES, report.records)
     failed = {s.id: rec["error"] for s, rec in zip(p.samples, records) if rec.get("error") is not None}
-    provenance = {
-        "task": p.task.describe(),
-        "dataset": {"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
-                    "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit,
-                    **identity.dataset_hub(p.dataset, p.options)},
-        "model": {**p.adapter.describe(), "trained_on": p.trained_on,
-                  **({"ignored_gen_kwargs": ignored} if (ignored := type(p.adapter).ignored_gen_kwargs(
-                      p.requests[0].gen_kwargs)) else {})},
-        "n_samples": len(p.samples),
-        "seed": config.seed,
-        "seeds": {"python": config.seed, "numpy": config.seed, "torch": config.seed,
-                  "fewshot_sampler": config.seed, "bootstrap": config.seed},
-        "shots": config.shots,
-        "config": redact({"model_args": p.model_args, "batch_size": config.batch_size, "limit": config.limit,
-                          "metrics": p.metric_ids, "data_root": config.data_root}),
-        "gen_kwargs": p.requests[0].gen_kwargs,
-        "prompt_hash": stable_hash([r.prompt_hash() for r in p.requests]),
-        "exemplar_manifest_hash": manifest_hash(p.pool) if p.pool else None,
-        "prompts": registry.service("prompts.provenance")(p.options),
-        "data_options": {"strict": p.options.strict, "window": p.options.window,
-                         "allow_outside_root": p.options.allow_outside_root,
-                         "max_images": p.options.image_cap(getattr(p.dataset, "max_images", None)),
-                         "samples_with_images_capped": sum("images_capped" in s.metadata for s in p.samples),
-                         "image_root_rewrites": len(p.options.image_roots),
-                         "exemplar_rows_failed": sum(failed_row(ex) is not None for ex in p.pool)},
-        "preprocessing": ({**spec.describe(), "fingerprint": spec.fingerprint()}
-                          if (spec := _preprocessing(p.adapter)) else None),
-    }
+    provenance = results.provenance(
+        task=p.task.describe(),
+        dataset={"name": p.dataset_name, "split": "test", "manifest_hash": manifest_hash(p.samples),
+                 "is_demo": bool(getattr(p.dataset, "is_demo", False)), "limit": config.limit,
+                 **identity.dataset_hub(p.dataset, p.options)},
+        model={**p.adapter.describe(), "trained_on": p.trained_on,
+               **({"ignored_gen_kwargs": ignored} if (ignored := type(p.adapter).ignored_gen_kwargs(
+                   p.requests[0].gen_kwargs)) else {})},
+        n_samples=len(p.samples),
+        seed=config.seed,
+        shots=config.shots,
+        config={"model_args": p.model_args, "batch_size": config.batch_size, "limit": config.limit,
+                "metrics": p.metric_ids, "data_root": config.data_root},
+        gen_kwargs=p.requests[0].gen_kwargs,
+        prompt_hash=stable_hash([r.prompt_hash() for r in p.requests]),
+        exemplar_manifest_hash=manifest_hash(p.pool) if p.pool else None,
+        prompts=registry.service("prompts.provenance")(p.options),
+        data_options={"strict": p.options.strict, "window": p.options.window,
+                      "allow_outside_root": p.options.allow_outside_root,
+                      "max_images": p.options.image_cap(getattr(p.dataset, "max_images", None)),
+                      "samples_with_images_capped": sum("images_capped" in s.metadata for s in p.samples),
+                      "image_root_rewrites": len(p.options.image_roots),
+                      "exemplar_rows_failed": sum(failed_row(ex) is not None for ex in p.pool)},
+        preprocessing=({**spec.describe(), "fingerprint": spec.fingerprint()}
+                       if (spec := _preprocessing(p.adapter)) else None),
+    )
     failures = {"count": len(failed), "policy": ("a sample the model could not process is scored as an empty prediction; "
                            "an unusable dataset row (no reference) is left out of the metrics; both are counted here"),
                 "samples": failed}

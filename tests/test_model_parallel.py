@@ -22,7 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-from radbench import distributed, registry, runner  # noqa: E402
+from radbench import distributed, placement, registry, runner  # noqa: E402
 from radbench.errors import UsageError  # noqa: E402
 from radbench.models import decoding  # noqa: E402
 from radbench.models import placement as pl  # noqa: E402
@@ -200,20 +200,20 @@ def test_each_rank_gets_its_own_block_of_gpus(four_gpus: None, monkeypatch: pyte
     radfm = runner.adapter_class("radfm")
     second = distributed.World(rank=1, size=2, local_rank=1)
     args = {"gpus_per_replica": "2", "preset": "tiny-random"}
-    runner._place_replica("radfm", radfm, args, second)
+    placement.place_replica("radfm", radfm, args, second)
     assert args == {"preset": "tiny-random", "device_map": "auto", "gpus": "2,3"}
     args = {"device_map": "auto"}
-    runner._place_replica("radfm", radfm, args, second)  # the node's GPUs shared evenly between its ranks
+    placement.place_replica("radfm", radfm, args, second)  # the node's GPUs shared evenly between its ranks
     assert args == {"device_map": "auto", "gpus": "2,3"}
     args = {"device_map": "auto"}
-    runner._place_replica("radfm", radfm, args, distributed.World())  # alone: the adapter takes them all
+    placement.place_replica("radfm", radfm, args, distributed.World())  # alone: the adapter takes them all
     assert args == {"device_map": "auto"}
     with pytest.raises(UsageError, match="2 ranks x gpus_per_replica=3 needs 6 GPUs per node, but this node has 4"):
-        runner._place_replica("radfm", radfm, {"gpus_per_replica": "3"}, second)
+        placement.place_replica("radfm", radfm, {"gpus_per_replica": "3"}, second)
     with pytest.raises(UsageError, match="gpus_per_replica must be >= 1"):
-        runner._place_replica("radfm", radfm, {"gpus_per_replica": "0"}, second)
+        placement.place_replica("radfm", radfm, {"gpus_per_replica": "0"}, second)
     args = {}
-    runner._place_replica("radfm", radfm, args, second)  # not split: one GPU per rank, as before
+    placement.place_replica("radfm", radfm, args, second)  # not split: one GPU per rank, as before
     assert args == {"device": "cuda:1"}
 
 
