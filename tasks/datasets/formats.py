@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from radbench import hub
 from radbench.errors import UsageError
 from radbench.tasks.base import DataOptions, cap_images
 from radbench.tasks.datasets import radfm
-from radbench.tasks.datasets.common import Source, locate, parse_json, read_data_bytes, utf16_problem
+from radbench.tasks.datasets.common import Source, locate, parse_json, read_data_bytes, text, utf16_problem
 from radbench.tasks.templates import PromptLibrary, plan_all
 from radbench.types import Sample
 
@@ -174,3 +174,29 @@ def load_json(path: Path) -> Any:
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_json(text, path)
 
+
+def find_named(root: Path, name: str) -> Path | None:
+    """``root/name``, else ``name`` in one of root's sub-folders (a release unpacked into its own folder)."""
+    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def checked_records(items: list[Any], src: Source, required: Sequence[str], reference_key: str, out: list[Sample],
+                    where: Callable[[int], str] = lambda number: "") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, record)`` for each JSON object holding every ``required`` key.
+
+    Any other item becomes a failed sample in ``out`` naming its row (``where`` prefixes the message,
+    e.g. ``test[3]: ``), so one bad record is counted and the rest of the file is still read.
+    """
+    for number, record in enumerate(items, start=1):
+        if not isinstance(record, dict):
+            out.append(src.broken(number, f"{where(number)}expected a JSON object, got {type(record).__name__}"))
+            continue
+        missing = [k for k in required if k not in record]
+        if missing:
+            out.append(src.broken(number, f"{where(number)}missing key(s) {', '.join(missing)}",
+                                  text(record.get(reference_key))))
+            continue
+        yield number, record

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from radbench.errors import UsageError
 from radbench.tasks.datasets.common import Source, text
-from radbench.tasks.datasets.formats import Format, load_json
+from radbench.tasks.datasets.formats import Format, checked_records, find_named, load_json
 from radbench.tasks.datasets.radfm_files import clean_answer
 from radbench.types import Sample, identifier
 
@@ -24,10 +24,7 @@ REQUIRED = ("id", "report", "image_path")
 
 
 def find(root: Path) -> Path | None:
-    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        if (folder / NAME).is_file():
-            return folder / NAME
-    return None
+    return find_named(root, NAME)
 
 
 def files(found: Path, split: str) -> list[Path]:
@@ -41,15 +38,8 @@ def read(found: Path, src: Source) -> list[Sample]:
         raise UsageError(f"{found}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}} with a {key!r} list")
     src = replace(src, image_root=str(found.parent / "images"))
     out = []
-    for number, record in enumerate(data[key], start=1):
+    for number, record in checked_records(data[key], src, REQUIRED, "report", out, lambda n: f"{key}[{n - 1}]: "):
         where = f"{key}[{number - 1}]"
-        if not isinstance(record, dict):
-            out.append(src.broken(number, f"{where}: expected a JSON object, got {type(record).__name__}"))
-            continue
-        missing = [k for k in REQUIRED if k not in record]
-        if missing:
-            out.append(src.broken(number, f"{where}: missing key(s) {', '.join(missing)}", text(record.get("report"))))
-            continue
         paths = record["image_path"]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
             out.append(src.broken(number, f"{where}: image_path must be a non-empty list of paths", text(record["report"])))

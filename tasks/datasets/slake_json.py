@@ -15,7 +15,7 @@ from pathlib import Path
 
 from radbench.errors import UsageError
 from radbench.tasks.datasets.common import Source, text
-from radbench.tasks.datasets.formats import Format, load_json
+from radbench.tasks.datasets.formats import Format, checked_records, load_json
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer
 from radbench.types import Sample
 
@@ -46,14 +46,7 @@ def reader(language: str):  # type: ignore[no-untyped-def]
             raise UsageError(f"{path}: expected a JSON list of question records, got {type(records).__name__}")
         file_src = replace(src, path=path, image_root=str(found.parent / "imgs"))
         out = []
-        for number, record in enumerate(records, start=1):
-            if not isinstance(record, dict):
-                out.append(file_src.broken(number, f"expected a JSON object, got {type(record).__name__}"))
-                continue
-            missing = [k for k in REQUIRED if k not in record]
-            if missing:
-                out.append(file_src.broken(number, f"missing key(s) {', '.join(missing)}", text(record.get("answer"))))
-                continue
+        for number, record in checked_records(records, file_src, REQUIRED, "answer", out):
             if text(record["q_lang"]).strip() != language:
                 continue  # a question in the other language
             answer = clean_answer(text(record["answer"]).strip())

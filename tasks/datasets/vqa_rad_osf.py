@@ -14,7 +14,7 @@ from pathlib import Path
 
 from radbench.errors import UsageError
 from radbench.tasks.datasets.common import Source, text
-from radbench.tasks.datasets.formats import Format, load_json
+from radbench.tasks.datasets.formats import Format, checked_records, find_named, load_json
 from radbench.tasks.datasets.radfm_files import YES_NO, clean_answer
 from radbench.types import Sample
 
@@ -25,10 +25,7 @@ REQUIRED = ("image_name", "question", "answer", "answer_type", "phrase_type")
 
 
 def find(root: Path) -> Path | None:
-    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        if (folder / JSON_NAME).is_file():
-            return folder / JSON_NAME
-    return None
+    return find_named(root, JSON_NAME)
 
 
 def read(found: Path, src: Source) -> list[Sample]:
@@ -37,14 +34,7 @@ def read(found: Path, src: Source) -> list[Sample]:
         raise UsageError(f"{found}: expected a JSON list of question records, got {type(records).__name__}")
     src = replace(src, image_root=str(found.parent / IMAGE_FOLDER))
     out = []
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            out.append(src.broken(number, f"expected a JSON object, got {type(record).__name__}"))
-            continue
-        missing = [k for k in REQUIRED if k not in record]
-        if missing:
-            out.append(src.broken(number, f"missing key(s) {', '.join(missing)}", text(record.get("answer"))))
-            continue
+    for number, record in checked_records(records, src, REQUIRED, "answer", out):
         is_test = text(record["phrase_type"]).strip() in TEST_PHRASES
         if is_test != (src.split == "test"):
             continue  # the other split's question
