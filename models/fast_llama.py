@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from radbench.models.spm import TokenizerCalls
+
 SPIECE_UNDERLINE = "\u2581"
 CONTROL_NAMES = ("<unk>", "<s>", "</s>")
 
@@ -105,7 +107,7 @@ def build(model_proto: bytes, converter: Converter, *, add_bos: bool = True, add
     return tokenizer
 
 
-class FastLlamaTokenizer:
+class FastLlamaTokenizer(TokenizerCalls):
     """A converted fast LLaMA tokenizer with the calls the adapters make (see ``spm.SentencePieceTokenizer``).
 
     Special tokens added later are ``tokenizers.AddedToken`` objects as transformers made them from the
@@ -228,18 +230,6 @@ class FastLlamaTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
-    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> Any:
-        """``{"input_ids", "attention_mask"}`` like a transformers tokenizer (lists, no tensors)."""
-        from transformers import BatchEncoding
-
-        if isinstance(text, str):
-            ids: Any = self.encode(text, add_special_tokens)
-            mask: Any = [1] * len(ids)
-        else:
-            ids = [self.encode(t, add_special_tokens) for t in text]
-            mask = [[1] * len(i) for i in ids]
-        return BatchEncoding({"input_ids": ids, "attention_mask": mask})
-
     def decode(self, ids: Iterable[int] | Any, skip_special_tokens: bool = False) -> str:
         """``Tokenizer.decode``; LLaMA's fast tokenizer cleaned up no spaces."""
         values = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
@@ -260,6 +250,3 @@ class FastLlamaTokenizer:
             if token is not None:
                 tokens.append(token)
         return str(self.backend.decoder.decode(tokens))
-
-    def batch_decode(self, sequences: Iterable[Any], skip_special_tokens: bool = False) -> list[str]:
-        return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]

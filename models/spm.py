@@ -43,7 +43,33 @@ class AddedTokenSpec:
     special: bool
 
 
-class SentencePieceTokenizer:
+class TokenizerCalls:
+    """The transformers-style calls the adapters make, written once over ``encode`` and ``decode``
+    (:class:`SentencePieceTokenizer` here, ``models/fast_llama.py``'s ``FastLlamaTokenizer``)."""
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int] | Any, skip_special_tokens: bool = False) -> str:
+        raise NotImplementedError
+
+    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> Any:
+        """``{"input_ids", "attention_mask"}`` like a transformers tokenizer (lists, no tensors)."""
+        from transformers import BatchEncoding
+
+        if isinstance(text, str):
+            ids: Any = self.encode(text, add_special_tokens)
+            mask: Any = [1] * len(ids)
+        else:
+            ids = [self.encode(t, add_special_tokens) for t in text]
+            mask = [[1] * len(i) for i in ids]
+        return BatchEncoding({"input_ids": ids, "attention_mask": mask})
+
+    def batch_decode(self, sequences: Iterable[Any], skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
+
+
+class SentencePieceTokenizer(TokenizerCalls):
     """A ``tokenizer.model`` plus added tokens, encoding and decoding as the slow ``LlamaTokenizer``.
 
     ``control_tokens`` are the base vocabulary's tokens (``<s>`` ...) that the authors' tokenizer also
@@ -252,18 +278,6 @@ class SentencePieceTokenizer:
                 ids.append(self.eos_token_id)
         return ids
 
-    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> Any:
-        """``{"input_ids", "attention_mask"}`` like a transformers tokenizer (lists, no tensors)."""
-        from transformers import BatchEncoding
-
-        if isinstance(text, str):
-            ids: Any = self.encode(text, add_special_tokens)
-            mask: Any = [1] * len(ids)
-        else:
-            ids = [self.encode(t, add_special_tokens) for t in text]
-            mask = [[1] * len(i) for i in ids]
-        return BatchEncoding({"input_ids": ids, "attention_mask": mask})
-
     # -- decoding ---------------------------------------------------------------------------------
 
     def decode(self, ids: Iterable[int] | Any, skip_special_tokens: bool = False) -> str:
@@ -305,9 +319,6 @@ class SentencePieceTokenizer:
                 pending.append(index)
                 previous_control = False
         return out + self.sp.decode(pending)
-
-    def batch_decode(self, sequences: Iterable[Any], skip_special_tokens: bool = False) -> list[str]:
-        return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
 
 
 def _token_content(token: Any) -> str:
