@@ -23,13 +23,18 @@ FALSE = ("0", "false", "no", "off")
 MetricSettings = Mapping[str, Mapping[str, str]]
 
 
-def parse_kv(text: str | None, what: str) -> dict[str, str]:
+def parse_kv(text: str | Mapping[str, str] | None, what: str) -> dict[str, str]:
     """``"k=v,k2=a,b"`` -> ``{"k": "v", "k2": "a,b"}``; keys and values are stripped.
+
+    Settings that are already a mapping (built in code, e.g. a sweep's per-checkpoint model-args) are
+    copied as they are: nothing is joined into a string and split again.
 
     A segment without ``key=`` continues the previous value, so list values need no quoting. A
     first segment without a key, an empty key or an empty segment in the middle is a
     :class:`UsageError` naming the segment (``what`` names the flag); one trailing comma is allowed.
     """
+    if isinstance(text, Mapping):
+        return {str(k): str(v) for k, v in text.items()}
     if not text or not text.strip():
         return {}
     from radbench.security import redact

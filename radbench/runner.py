@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from radbench import distributed, identity, images, placement, registry, results, scoring
 from radbench.errors import SampleError, UsageError
@@ -54,7 +54,7 @@ class RunConfig:
     output: Path
     dataset: str | None = None
     data_root: str | None = None
-    model_args: str | None = None
+    model_args: str | Mapping[str, str] | None = None  # --model-args text, or settings built in code
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
     shots: int = 0
     limit: int | None = None

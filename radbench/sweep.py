@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from radbench import __version__, compare
 from radbench.errors import UsageError
@@ -59,10 +59,9 @@ def find_checkpoints(pattern: str) -> list[Checkpoint]:
     return sorted(out, key=lambda c: (c.step is None, c.step or 0, c.name))
 
 
-def _model_args(base: str | None, key: str, checkpoint: Path) -> str:
-    if "," in str(checkpoint):
-        raise UsageError(f"{checkpoint}: a checkpoint path with a comma cannot be passed in --model-args")
-    return ",".join(part for part in (base, f"{key}={checkpoint}") if part)
+def _model_args(base: str | Mapping[str, str] | None, key: str, checkpoint: Path) -> dict[str, str]:
+    """The sweep's model-args with this checkpoint's path under ``key``, as a mapping (any path works)."""
+    return {**parse_kv(base, "--model-args"), key: str(checkpoint)}
 
 
 def _trend_row(checkpoint: Checkpoint | None, run_data: compare.RunData, diffs: dict[str, compare.MetricDiff] | None,

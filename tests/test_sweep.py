@@ -132,3 +132,12 @@ def test_sweep_usage_errors(checkpoints: Path, tmp_path: Path, capsys: pytest.Ca
     assert main([*base, "--checkpoints", str(checkpoints / "*" / "weights.txt"),
                  "--model-args", "checkpoint=x"]) == 2
     assert "already sets 'checkpoint'" in capsys.readouterr().err
+
+
+def test_a_checkpoint_path_reaches_the_adapter_whole() -> None:
+    """The sweep adds each checkpoint to the model-args as a mapping: no joining into a string and
+    splitting again, so a list value (``gpus=0,1``) and a path with a comma both arrive as given."""
+    from radbench import sweep as sweep_mod
+
+    args = sweep_mod._model_args("gpus=0,1,dtype=bf16", "checkpoint", Path("/ckpts/step-1,000"))
+    assert args == {"gpus": "0,1", "dtype": "bf16", "checkpoint": "/ckpts/step-1,000"}
