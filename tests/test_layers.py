@@ -29,3 +29,19 @@ def test_import_layers_hold(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+
+
+def test_every_radbench_module_has_a_layer() -> None:
+    """A module added to radbench/ must be placed in a layer of ``.importlinter``, or no contract checks it."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    bottom = set(config["importlinter:contract:bottom"]["source_modules"].split())
+    top = set(config["importlinter:contract:bottom"]["forbidden_modules"].split()) - {
+        f"radbench.{name}" for name in SUBPACKAGES}
+    modules = {f"radbench.{p.stem}" for p in (ROOT / "radbench").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {f"radbench.{p.parent.name}" for p in (ROOT / "radbench").glob("*/__init__.py")}
+    assert not bottom & top, bottom & top
+    assert modules - bottom - top == set(), "modules in no layer of .importlinter"
+    assert (bottom | top) - modules == set(), "layers name modules that do not exist"
