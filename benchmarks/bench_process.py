@@ -121,9 +121,10 @@ def suite_process(n: int, runs: int, tmp: Path) -> None:
     data = radfm_csv(tmp / "radfm.csv", preds, refs)
     jsonl = write_jsonl(tmp / "suite.jsonl", [p or "" for p in preds], refs)
     index_cache = tmp / "index-cache"
-    subprocess.run([sys.executable, "-c", "from radbench.metrics.umls.hpo import ensure_hpo_index as e; "
-                    "print(e() / 'quickumls')"], env={**ENV, "RADBENCH_CACHE": str(index_cache)}, check=True,
-                   cwd=ROOT, capture_output=True)
+    # The direct side runs QuickUMLS, so its database is built over the very HPO rows radbench matches.
+    subprocess.run([sys.executable, "-c", "from radbench.metrics.umls.hpo import build_quickumls_db as b, "
+                    "ensure_hpo_index as e; print(b(e()))"], env={**ENV, "RADBENCH_CACHE": str(index_cache)},
+                   check=True, cwd=ROOT, capture_output=True)
     index = next(index_cache.rglob("quickumls"))
     state = {"k": 0}
 
