@@ -14,7 +14,7 @@ TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.or
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all layers bench clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test: install
 # Everything, slow end-to-end and statistical tests included (what CI runs).
 test-all: install
 	$(PYTEST) -q
+
+# The import-layer contracts of .importlinter, checked on a copy laid out as installed (tests/test_layers.py).
+layers: install
+	$(PYTEST) -q tests/test_layers.py
 
 # Speed targets (ratios, whole-process and start-up times) measured in one run; writes
 # benchmarks/RESULTS.md (not part of test).
