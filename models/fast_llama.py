@@ -18,11 +18,11 @@ no clean-up.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from radbench import safe_io
 from radbench.models.spm import TokenizerCalls
 
 SPIECE_UNDERLINE = "\u2581"
@@ -126,8 +126,7 @@ class FastLlamaTokenizer(TokenizerCalls):
         config: dict[str, Any] = {}
         config_file = folder / "tokenizer_config.json"
         if config_file.is_file():
-            loaded = json.loads(config_file.read_text(encoding="utf-8"))
-            config = loaded if isinstance(loaded, dict) else {}
+            config = safe_io.read_json_object(config_file, "tokenizer")
         backend = build((folder / "tokenizer.model").read_bytes(), converter,
                         add_bos=bool(config.get("add_bos_token", True)),
                         add_eos=bool(config.get("add_eos_token", False)))

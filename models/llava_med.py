@@ -52,7 +52,6 @@ images. Exemplar images are not shown to the model.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -62,6 +61,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from radbench import safe_io
 from radbench import images
 from radbench.errors import UsageError
 from radbench.models import decoding, loading, tiny
@@ -147,7 +147,7 @@ def load_vision_path(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
         state["model.vision_tower." + key.removeprefix("vision_model.")] = value
     config_file = weights.parent / "config.json"
     if config_file.is_file():
-        data = json.loads(config_file.read_text())
+        data = safe_io.read_json_object(config_file, "model 'llava-med'")
         vision = data.get("vision_config", data)
         allowed = set(CLIPVisionConfig().to_dict())
         return CLIPVisionConfig(**{k: v for k, v in vision.items() if k in allowed}), state
@@ -294,7 +294,7 @@ class LlavaMedAdapter(CheckpointAdapter):
         folder = require_file(cls.name, "checkpoint", args.checkpoint, expected)
         folder = folder if folder.is_dir() else folder.parent
         config_file = find_in(cls.name, "checkpoint", folder, ("config.json",), expected)
-        meta = json.loads(config_file.read_text())
+        meta = safe_io.read_json_object(config_file, "model 'llava-med'")
         if meta.get("model_type") not in ("llava_mistral", "llava_llama", "llava"):
             raise UsageError(f"model 'llava-med': {config_file} has model_type={meta.get('model_type')!r}, "
                              "expected llava_mistral (the original LLaVA-Med release, not a llava-hf conversion)")
@@ -387,7 +387,10 @@ def checkpoint_shards(folder: Path) -> list[Path]:
     """The safetensors files named by ``model.safetensors.index.json`` (or one ``model.safetensors``)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = safe_io.read_json_object(index, "model 'llava-med'").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise UsageError(f"model 'llava-med': {index} has no weight_map object")
+        names = sorted({str(v) for v in weight_map.values()})
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise UsageError(f"model 'llava-med': {folder} lacks {', '.join(missing)} (listed in {index.name})")

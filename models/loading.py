@@ -10,7 +10,6 @@ helps nobody) and drops only the stale keys each adapter documents. Loading neve
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -22,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.options import cache_root
 from radbench.models.base import file_fingerprint
@@ -319,11 +319,8 @@ def config_overrides(model: str, folder: Path, allowed: Sequence[str]) -> dict[s
     path = folder / CONFIG_SIDECAR
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"model {model!r}: cannot read {path}: {exc}") from exc
+    data = safe_io.read_json_object(path, f"model {model!r}")
     unknown = sorted(set(data) - set(allowed))
-    if not isinstance(data, dict) or unknown:
+    if unknown:
         raise UsageError(f"model {model!r}: {path} has unknown fields {', '.join(unknown)}")
     return data

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -58,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radbench import safe_io
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, tiny
@@ -420,7 +420,7 @@ class MedVInTAdapter(CheckpointAdapter):
         tok_dir = tok_dir if tok_dir.is_dir() else tok_dir.parent
         tokenizer = load_llama_tokenizer(cls.name, tok_dir)
         lm_json_path = tok_dir / "config.json"
-        lm_json = json.loads(lm_json_path.read_text()) if lm_json_path.is_file() else {}
+        lm_json = safe_io.read_json_object(lm_json_path, "model 'medvint'") if lm_json_path.is_file() else {}
         state, merged = convert_state_dict(loading.load_state_dict(weights, cls.name), args.lora_alpha)
         cfg = config_from_state(state, args.heads, lm_json)
         if cfg.vocab_size != len(tokenizer):
@@ -554,10 +554,7 @@ def generation_eos(folder: Any) -> list[int] | None:
         path = folder / name
         if not path.is_file():
             continue
-        try:
-            value = json.loads(path.read_text()).get("eos_token_id")
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"model 'medvint': cannot read {path}: {exc}") from exc
+        value = safe_io.read_json_object(path, "model 'medvint'").get("eos_token_id")
         if value is not None:
             return [int(v) for v in value] if isinstance(value, list) else [int(value)]
     return None

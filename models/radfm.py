@@ -30,7 +30,6 @@ without sampling changes nothing).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,6 +39,7 @@ from einops import rearrange, repeat
 from einops.layers.torch import Rearrange
 from torch import nn
 
+from radbench import safe_io
 from radbench import images
 from radbench.errors import SampleError, UsageError
 from radbench.models import decoding, loading, placement, tiny
@@ -486,10 +486,7 @@ def config_from_folder(lm_dir: Path) -> RadFMConfig:
     path = lm_dir / "config.json"
     if not path.is_file():
         return cfg
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"model 'radfm': cannot read {path}: {exc}") from exc
+    data = safe_io.read_json_object(path, "model 'radfm'")
     names = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
              "rms_norm_eps")
     return replace(cfg, **{f: type(getattr(cfg, f))(data[f]) for f in names if f in data})

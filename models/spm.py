@@ -18,11 +18,12 @@ extra whitespace kept), because SentencePiece reads it from the file's ``normali
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from radbench import safe_io
 
 SPIECE_UNDERLINE = "▁"
 
@@ -111,8 +112,7 @@ class SentencePieceTokenizer(TokenizerCalls):
         config: dict[str, Any] = {}
         config_file = folder / "tokenizer_config.json"
         if config_file.is_file():
-            loaded = json.loads(config_file.read_text(encoding="utf-8"))
-            config = loaded if isinstance(loaded, dict) else {}
+            config = safe_io.read_json_object(config_file, "tokenizer")
         names = [_token_content(config.get(key, default))
                  for key, default in (("unk_token", "<unk>"), ("bos_token", "<s>"), ("eos_token", "</s>"))]
         return cls((folder / "tokenizer.model").read_bytes(), add_bos=bool(config.get("add_bos_token", True)),

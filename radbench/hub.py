@@ -30,6 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from radbench import safe_io
 from radbench.errors import UsageError
 
 REPO_TYPES = ("model", "dataset")
@@ -251,7 +252,7 @@ def _read_record(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safe_io.loads_json(path.read_text(encoding="utf-8"), allow_nan=True)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

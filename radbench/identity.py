@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from radbench import registry
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.options import parse_kv
 from radbench.security import redact
@@ -109,7 +110,7 @@ def _recorded(output: Path) -> dict[str, Any] | None:
     path = output / IDENTITY
     if path.is_file():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = safe_io.loads_json(path.read_text(encoding="utf-8"), allow_nan=True)
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: unreadable run identity ({exc}); delete it to adopt this run's") from None
         if not isinstance(data, dict):
@@ -118,7 +119,7 @@ def _recorded(output: Path) -> dict[str, Any] | None:
     results = output / RESULTS
     if results.is_file():
         try:
-            data = json.loads(results.read_text(encoding="utf-8"))
+            data = safe_io.loads_json(results.read_text(encoding="utf-8"), allow_nan=True)
             return {"model": data["model"]["name"], "task": data["task"]["name"], "dataset": data["dataset"]["name"]}
         except (OSError, ValueError, KeyError, TypeError):
             raise UsageError(f"{results}: not a radbench results file; use another --output") from None

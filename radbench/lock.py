@@ -31,6 +31,7 @@ from typing import Any
 
 import filelock
 
+from radbench import safe_io
 from radbench.errors import UsageError
 from radbench.store import LOCK
 
@@ -79,7 +80,7 @@ class RunLock:
         except FileNotFoundError:
             return None, None
         try:
-            holder = json.loads(self.path.read_text())
+            holder = safe_io.loads_json(self.path.read_text(), allow_nan=True)
         except (OSError, ValueError):
             holder = None
         # A half-written or garbage lock (its writer killed mid-write) is judged by its age alone.

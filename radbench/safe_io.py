@@ -275,3 +275,18 @@ def parse_json(text: str, path: Path) -> Any:
         raise UsageError(f"{path}: malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnsafeInput as exc:
         raise UsageError(f"{path}: {exc}") from None
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object file shipped beside weights (a model or tokenizer config, a shard index).
+
+    Read as a regular file within :data:`MAX_DATA_BYTES` and :data:`MAX_NESTING`; a missing, unreadable,
+    malformed, too deeply nested or non-object file is one :class:`UsageError` naming ``what`` and it.
+    """
+    try:
+        value = loads_json(read_data(path).decode("utf-8"), allow_nan=True)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError and UnsafeInput are ValueErrors
+        raise UsageError(f"{what}: cannot read {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what}: {path} holds a JSON {type(value).__name__}, not an object")
+    return value

@@ -1029,3 +1029,27 @@ def test_a_zero_filled_npy_is_named_for_what_it_is(tmp_path: Path) -> None:
     assert safe_io.npy_header_problem(tmp_path / "zero.npy") == f"{tmp_path / 'zero.npy'} is not a .npy file (no NumPy header: all zero bytes at the start)"
     assert "empty" in (safe_io.npy_header_problem(tmp_path / "empty.npy") or "")
     assert safe_io.npy_header_problem(tmp_path / "good.npy") is None
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("config.json", "[" * 200000),              # nested past the interpreter's own limit
+    ("config.json", '{"model_type": "llava_mistral", '),    # cut off mid-write
+    ("model.safetensors.index.json", '["not", "an", "object"]'),
+    ("tokenizer_config.json", b"\xff\xfe{}"),               # not UTF-8
+])
+def test_a_broken_json_file_beside_the_weights_is_one_line(name: str, content: str | bytes, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint's config, shard index or tokenizer config that cannot be read names the file in one
+    line (exit 2); never a RecursionError or JSONDecodeError traceback."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.test_adapter_llava import write_released
+
+    folder = tmp_path / "llava"
+    folder.mkdir()
+    write_released(folder)
+    target = folder / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = cli(capsys, "run", "--model", "llava-med", "--task", "vqa", "--dataset", "demo", "--limit", "1",
+                 "--model-args", f"checkpoint={folder}", "--output", str(tmp_path / "run"))
+    assert_usage_error(result, "model 'llava-med'" if name != "tokenizer_config.json" else "tokenizer", name)

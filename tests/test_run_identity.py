@@ -107,3 +107,14 @@ def test_score_refuses_an_empty_name_and_an_output_file(tmp_path: Path, capsys) 
     assert main(["score", str(tmp_path / "a.jsonl"), "--task", "vqa", "--output", str(tmp_path / "a.jsonl")]) == 2
     assert "is a file" in one_line(capsys)
     assert not (tmp_path / PREDICTIONS).exists()
+
+
+def test_a_tampered_run_identity_is_one_line_and_touches_nothing(tmp_path: Path, capsys) -> None:
+    """A run.json nested past the interpreter's limit (or garbled) is refused in one line, not a RecursionError."""
+    out = tmp_path / "run"
+    assert run(out) == 0
+    (out / "run.json").write_text("[" * 200000)
+    before = snapshot(out)
+    assert run(out) == 2
+    assert "run.json: unreadable run identity" in one_line(capsys)
+    assert snapshot(out) == before
